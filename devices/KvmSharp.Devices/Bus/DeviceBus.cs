@@ -1,0 +1,212 @@
+namespace KvmSharp.Devices.Bus;
+
+/// <summary>
+/// Routes guest accesses on one address space (port I/O or MMIO) to the device owning the address.
+/// </summary>
+/// <remarks>
+/// Dispatch runs on vCPU threads, so it takes no lock and allocates nothing: it binary-searches an immutable
+/// array sorted by base address. Registration is rare; it serializes writers with a lock, builds a new array
+/// and publishes it with <see cref="Volatile.Write{T}(ref T, T)"/>, so a concurrent dispatch sees either the
+/// old or the new set of ranges, never a half-built one.
+/// </remarks>
+public sealed class DeviceBus
+{
+    private readonly Lock _registrationLock = new();
+    private readonly byte _unmappedReadValue;
+    private Mapping[] _mappings = [];
+    private long _unhandledReads;
+    private long _unhandledWrites;
+    private ulong _lastUnhandledAddress;
+
+    /// <param name="name">Short name used in messages, e.g. "pio" or "mmio".</param>
+    /// <param name="unmappedReadValue">Byte returned for reads nobody claims; 0xff is what an empty ISA/PCI bus floats to.</param>
+    public DeviceBus(string name, byte unmappedReadValue = 0xff)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        Name = name;
+        _unmappedReadValue = unmappedReadValue;
+    }
+
+    /// <summary>Name given at construction ("pio", "mmio", ...).</summary>
+    public string Name { get; }
+
+    /// <summary>Reads that no device claimed since construction.</summary>
+    public long UnhandledReads => Interlocked.Read(ref _unhandledReads);
+
+    /// <summary>Writes that no device claimed since construction.</summary>
+    public long UnhandledWrites => Interlocked.Read(ref _unhandledWrites);
+
+    /// <summary>Address of the most recent unclaimed access (0 if there was none).</summary>
+    public ulong LastUnhandledAddress => Volatile.Read(ref _lastUnhandledAddress);
+
+    /// <summary>Snapshot of the registered ranges, sorted by base address. Allocates; for diagnostics only.</summary>
+    public IReadOnlyList<BusRange> Ranges
+    {
+        get
+        {
+            Mapping[] mappings = Volatile.Read(ref _mappings);
+            var ranges = new BusRange[mappings.Length];
+            for (int i = 0; i < mappings.Length; i++)
+            {
+                ranges[i] = mappings[i].Range;
+            }
+
+            return Array.AsReadOnly(ranges);
+        }
+    }
+
+    /// <summary>
+    /// Map <paramref name="device"/> at [<paramref name="baseAddress"/>, <paramref name="baseAddress"/> + <paramref name="length"/>).
+    /// The same device may be registered at several ranges.
+    /// </summary>
+    /// <exception cref="ArgumentException">The length is zero, the range wraps past the end of the address space,
+    /// or it overlaps a range already registered (the message names both devices and both ranges).</exception>
+    public void Register(ulong baseAddress, ulong length, IBusDevice device, string name)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        if (length == 0)
+        {
+            throw new ArgumentException(
+                $"{Name} bus: cannot register '{name}' at 0x{baseAddress:x} with a zero length.", nameof(length));
+        }
+
+        if (length - 1 > ulong.MaxValue - baseAddress)
+        {
+            throw new ArgumentException(
+                $"{Name} bus: cannot register '{name}' at 0x{baseAddress:x} with length 0x{length:x}: the range wraps past the end of the address space.",
+                nameof(length));
+        }
+
+        var range = new BusRange(baseAddress, length, name);
+        lock (_registrationLock)
+        {
+            Mapping[] current = _mappings;
+            int insertAt = current.Length;
+            for (int i = 0; i < current.Length; i++)
+            {
+                if (current[i].Range.Overlaps(range))
+                {
+                    throw new ArgumentException(
+                        $"{Name} bus: cannot register {range}: it overlaps {current[i].Range}.", nameof(baseAddress));
+                }
+
+                if (insertAt == current.Length && current[i].Range.BaseAddress > baseAddress)
+                {
+                    insertAt = i;
+                }
+            }
+
+            var next = new Mapping[current.Length + 1];
+            Array.Copy(current, 0, next, 0, insertAt);
+            next[insertAt] = new Mapping(range, device);
+            Array.Copy(current, insertAt, next, insertAt + 1, current.Length - insertAt);
+            Volatile.Write(ref _mappings, next);
+        }
+    }
+
+    /// <summary>Remove every range mapped to <paramref name="device"/>.</summary>
+    /// <returns>Whether the device had at least one range.</returns>
+    public bool Unregister(IBusDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        lock (_registrationLock)
+        {
+            Mapping[] current = _mappings;
+            int kept = 0;
+            foreach (Mapping mapping in current)
+            {
+                if (!ReferenceEquals(mapping.Device, device))
+                {
+                    kept++;
+                }
+            }
+
+            if (kept == current.Length)
+            {
+                return false;
+            }
+
+            var next = new Mapping[kept];
+            int n = 0;
+            foreach (Mapping mapping in current)
+            {
+                if (!ReferenceEquals(mapping.Device, device))
+                {
+                    next[n++] = mapping;
+                }
+            }
+
+            Volatile.Write(ref _mappings, next);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Dispatch a guest read to the device whose range holds <paramref name="address"/>, with the offset from its base.
+    /// The device whose range holds the first byte gets the whole access.
+    /// </summary>
+    /// <returns>false if no device claims the address; <paramref name="data"/> is then filled with the unmapped value.</returns>
+    public bool Read(ulong address, Span<byte> data)
+    {
+        Mapping[] mappings = Volatile.Read(ref _mappings);
+        int index = FindMapping(mappings, address);
+        if (index < 0)
+        {
+            data.Fill(_unmappedReadValue);
+            Interlocked.Increment(ref _unhandledReads);
+            Volatile.Write(ref _lastUnhandledAddress, address);
+            return false;
+        }
+
+        ref readonly Mapping mapping = ref mappings[index];
+        mapping.Device.Read(address - mapping.Range.BaseAddress, data);
+        return true;
+    }
+
+    /// <summary>Dispatch a guest write like <see cref="Read"/>.</summary>
+    /// <returns>false if no device claims the address; the write is then dropped.</returns>
+    public bool Write(ulong address, ReadOnlySpan<byte> data)
+    {
+        Mapping[] mappings = Volatile.Read(ref _mappings);
+        int index = FindMapping(mappings, address);
+        if (index < 0)
+        {
+            Interlocked.Increment(ref _unhandledWrites);
+            Volatile.Write(ref _lastUnhandledAddress, address);
+            return false;
+        }
+
+        ref readonly Mapping mapping = ref mappings[index];
+        mapping.Device.Write(address - mapping.Range.BaseAddress, data);
+        return true;
+    }
+
+    // Ranges never overlap, so at most one can contain the address and plain binary search finds it.
+    private static int FindMapping(Mapping[] mappings, ulong address)
+    {
+        int low = 0;
+        int high = mappings.Length - 1;
+        while (low <= high)
+        {
+            int middle = low + ((high - low) >> 1);
+            BusRange range = mappings[middle].Range;
+            if (address < range.BaseAddress)
+            {
+                high = middle - 1;
+            }
+            else if (address - range.BaseAddress >= range.Length)
+            {
+                low = middle + 1;
+            }
+            else
+            {
+                return middle;
+            }
+        }
+
+        return -1;
+    }
+
+    private readonly record struct Mapping(BusRange Range, IBusDevice Device);
+}

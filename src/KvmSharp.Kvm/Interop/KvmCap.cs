@@ -1,0 +1,34 @@
+namespace KvmSharp.Kvm.Interop;
+
+/// <summary>KVM_CAP_* numbers of &lt;linux/kvm.h&gt; that KvmSharp asks about.</summary>
+public enum KvmCap
+{
+    KVM_CAP_IRQCHIP = 0,
+    KVM_CAP_HLT = 1,
+    KVM_CAP_USER_MEMORY = 3,
+    KVM_CAP_SET_TSS_ADDR = 4,
+    KVM_CAP_EXT_CPUID = 7,
+    KVM_CAP_NR_VCPUS = 9,
+    KVM_CAP_NR_MEMSLOTS = 10,
+    KVM_CAP_MP_STATE = 14,
+    KVM_CAP_COALESCED_MMIO = 15,
+    KVM_CAP_SYNC_MMU = 16,
+    KVM_CAP_IRQFD = 32,
+    KVM_CAP_PIT2 = 33,
+    KVM_CAP_IOEVENTFD = 36,
+    KVM_CAP_SET_IDENTITY_MAP_ADDR = 37,
+    KVM_CAP_ADJUST_CLOCK = 39,
+    KVM_CAP_INTERNAL_ERROR_DATA = 40,
+    KVM_CAP_XSAVE = 55,
+    KVM_CAP_TSC_CONTROL = 60,
+    KVM_CAP_GET_TSC_KHZ = 61,
+    KVM_CAP_MAX_VCPUS = 66,
+    KVM_CAP_READONLY_MEM = 81,
+    KVM_CAP_X86_SMM = 117,
+    KVM_CAP_MULTI_ADDRESS_SPACE = 118,
+    KVM_CAP_SPLIT_IRQCHIP = 121,
+    KVM_CAP_MAX_VCPU_ID = 128,
+    KVM_CAP_IMMEDIATE_EXIT = 136,
+    KVM_CAP_DIRTY_LOG_RING = 192,
+    KVM_CAP_SYSTEM_EVENT_DATA = 215,
+}

@@ -1,0 +1,30 @@
+namespace KvmSharp.Kvm.Interop;
+
+/// <summary>kvm_run.exit_reason values (KVM_EXIT_*).</summary>
+public enum KvmExitReason : uint
+{
+    KVM_EXIT_UNKNOWN = 0,
+    KVM_EXIT_EXCEPTION = 1,
+    KVM_EXIT_IO = 2,
+    KVM_EXIT_HYPERCALL = 3,
+    KVM_EXIT_DEBUG = 4,
+    KVM_EXIT_HLT = 5,
+    KVM_EXIT_MMIO = 6,
+    KVM_EXIT_IRQ_WINDOW_OPEN = 7,
+    KVM_EXIT_SHUTDOWN = 8,
+    KVM_EXIT_FAIL_ENTRY = 9,
+    KVM_EXIT_INTR = 10,
+    KVM_EXIT_SET_TPR = 11,
+    KVM_EXIT_TPR_ACCESS = 12,
+    KVM_EXIT_NMI = 16,
+    KVM_EXIT_INTERNAL_ERROR = 17,
+    KVM_EXIT_SYSTEM_EVENT = 24,
+    KVM_EXIT_IOAPIC_EOI = 26,
+    KVM_EXIT_HYPERV = 27,
+    KVM_EXIT_X86_RDMSR = 29,
+    KVM_EXIT_X86_WRMSR = 30,
+    KVM_EXIT_DIRTY_RING_FULL = 31,
+    KVM_EXIT_X86_BUS_LOCK = 33,
+    KVM_EXIT_NOTIFY = 37,
+    KVM_EXIT_MEMORY_FAULT = 39,
+}

@@ -1,0 +1,220 @@
+using KvmSharp.Devices.Bus;
+using KvmSharp.Devices.Debug;
+using KvmSharp.Devices.Serial;
+using KvmSharp.Kvm;
+using KvmSharp.Kvm.Interop;
+using KvmSharp.Memory.Memslots;
+using KvmSharp.Memory.Regions;
+using KvmSharp.Vmm.Boot;
+using KvmSharp.Vmm.Diagnostics;
+using KvmSharp.Vmm.Memory;
+using KvmSharp.Vmm.Vcpus;
+
+namespace KvmSharp.Vmm.Machine;
+
+/// <summary>
+/// A whole VM: the KVM objects, guest RAM in memslots, the buses and devices, and one thread per
+/// vCPU. It ends exactly once, with a <see cref="VmOutcome"/>; disposing it releases everything.
+/// </summary>
+public sealed class VirtualMachine : IDisposable
+{
+    // Where QEMU puts the pages Intel VMX needs for real mode without unrestricted guest.
+    private const ulong TssAddress = 0xFFFB_D000;
+    private const ulong IdentityMapAddress = 0xFFFB_C000;
+    private const ulong LowRamLimit = 3UL << 30;
+    private const ulong HighRamBase = 4UL << 30;
+
+    private readonly List<VcpuRunner> _vcpus = new();
+    private readonly List<GuestMemoryRegion> _regions = new();
+    private readonly ManualResetEventSlim _ended = new(false);
+    private readonly kvm_cpuid_entry2[] _supportedCpuid;
+    private VmOutcome? _outcome;
+    private bool _started;
+
+    private VirtualMachine(VmConfig config, KvmSystem system, KvmVm vm)
+    {
+        Config = config;
+        System = system;
+        Kvm = vm;
+        Memslots = new MemslotTable(MemslotLimitsProbe.Read(vm), new KvmMemslotBackend(vm));
+        Memory = new GuestPhysicalMemory(Memslots);
+        PortBus = new DeviceBus("pio");
+        MmioBus = new DeviceBus("mmio");
+        Exits = new ExitDispatcher(PortBus, MmioBus);
+        Serial = new Serial16550(config.SerialSink);
+        DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
+        PortBus.Register(config.SerialPort, Serial16550.RegisterBlockLength, Serial, "serial0 (16550A)");
+        PortBus.Register(config.DebugExitPort, DebugExitPort.RegisterBlockLength, DebugExit, "debug-exit");
+        _supportedCpuid = system.GetSupportedCpuid();
+    }
+
+    public VmConfig Config { get; }
+    public KvmSystem System { get; }
+    public KvmVm Kvm { get; }
+    public MemslotTable Memslots { get; }
+    public GuestPhysicalMemory Memory { get; }
+    public DeviceBus PortBus { get; }
+    public DeviceBus MmioBus { get; }
+    public ExitDispatcher Exits { get; }
+    public Serial16550 Serial { get; }
+    public DebugExitPort DebugExit { get; }
+    public IReadOnlyList<VcpuRunner> Vcpus => _vcpus;
+
+    /// <summary>Guest RAM regions, in guest-address order.</summary>
+    public IReadOnlyList<GuestMemoryRegion> RamRegions => _regions;
+
+    /// <summary>Set once the VM has ended.</summary>
+    public VmOutcome? Outcome => Volatile.Read(ref _outcome);
+
+    /// <summary>Raised once, on the thread that ended the VM.</summary>
+    public event Action<VmOutcome>? Ended;
+
+    /// <summary>Validate the configuration, open KVM, create the VM, lay out RAM and load the image.</summary>
+    public static VirtualMachine Create(VmConfig config)
+    {
+        config.Validate();
+        var system = KvmSystem.Open(config.KvmPath);
+        KvmVm? vm = null;
+        VirtualMachine? machine = null;
+        try
+        {
+            vm = system.CreateVm();
+            if (system.CheckExtension(KvmCap.KVM_CAP_SET_TSS_ADDR) > 0) vm.SetTssAddress(TssAddress);
+            if (system.CheckExtension(KvmCap.KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) vm.SetIdentityMapAddress(IdentityMapAddress);
+            machine = new VirtualMachine(config, system, vm);
+            machine.LayOutRam();
+            machine.LoadImage();
+            return machine;
+        }
+        catch
+        {
+            if (machine is not null) machine.Dispose();
+            else
+            {
+                vm?.Dispose();
+                system.Dispose();
+            }
+            throw;
+        }
+    }
+
+    // RAM below 3 GiB in slot 0, the rest from 4 GiB in slot 1, leaving the usual hole for MMIO.
+    private void LayOutRam()
+    {
+        ulong low = Math.Min(Config.MemoryBytes, LowRamLimit);
+        AddRam(0, 0, low, "ram-low");
+        if (Config.MemoryBytes > low) AddRam(1, HighRamBase, Config.MemoryBytes - low, "ram-high");
+    }
+
+    private void AddRam(ushort slot, ulong guestAddress, ulong size, string name)
+    {
+        var region = Config.MemfdBacking ? GuestMemoryRegion.CreateMemfd(size, name) : GuestMemoryRegion.CreateAnonymous(size, name);
+        _regions.Add(region);
+        Memslots.Apply(MemslotRequest.Create(slot, guestAddress, size, region.HostAddress));
+    }
+
+    private void LoadImage()
+    {
+        var image = Config.Image;
+        if (image.Mode == CpuMode.Long)
+        {
+            if (image.LoadAddress < LongModeSetup.LowestUsableAfterTables)
+                throw new ArgumentException($"image '{image.Name}': a long-mode image must load at or above 0x{LongModeSetup.LowestUsableAfterTables:x} (page tables live below)");
+            LongModeSetup.WriteTables(Memory);
+        }
+        Memory.Write(image.LoadAddress, image.Bytes);
+    }
+
+    /// <summary>Create the vCPU threads and let them run.</summary>
+    public void Start()
+    {
+        if (_started) throw new InvalidOperationException("the VM has already been started");
+        _started = true;
+        for (int id = 0; id < Config.Cpus; id++)
+        {
+            var runner = new VcpuRunner(Kvm, id, Exits, ConfigureVcpu,
+                (vcpu, reason) => CpuStateReport.Capture(vcpu, Memory, reason));
+            runner.Ended += OnVcpuEnded;
+            _vcpus.Add(runner);
+        }
+        foreach (var runner in _vcpus) runner.Start();
+    }
+
+    private void ConfigureVcpu(KvmVcpu vcpu)
+    {
+        CpuidSetup.Apply(vcpu, _supportedCpuid);
+        var image = Config.Image;
+        if (image.Mode == CpuMode.Real)
+        {
+            RealModeSetup.Enter(vcpu, image.Entry);
+            return;
+        }
+        ulong stackTop = LongModeSetup.LowestUsableAfterTables - 0x1000UL * (ulong)vcpu.Id - 16;
+        LongModeSetup.Enter(vcpu, image.Entry, stackTop, [Config.MemoryBytes, (ulong)vcpu.Id, (ulong)Config.Cpus]);
+    }
+
+    private void OnVcpuEnded(VcpuRunner runner)
+    {
+        switch (runner.State)
+        {
+            case VcpuState.Faulted when runner.Error is not null:
+                End(VmOutcome.Error($"vCPU {runner.Id} failed: {runner.Error.Message}", runner.FaultReport));
+                break;
+            case VcpuState.Faulted:
+                End(VmOutcome.Fault($"vCPU {runner.Id}: {FirstLine(runner.FaultReport)}", runner.FaultReport ?? ""));
+                break;
+            case VcpuState.Halted when _vcpus.All(v => v.HasEnded):
+                End(VmOutcome.Halted());
+                break;
+        }
+    }
+
+    private static string FirstLine(string? text) => text is null ? "fault" : text.Split('\n')[0];
+
+    /// <summary>End the VM with <paramref name="outcome"/> (the first caller wins) and stop every vCPU.</summary>
+    public void End(VmOutcome outcome)
+    {
+        if (Interlocked.CompareExchange(ref _outcome, outcome, null) is not null) return;
+        foreach (var runner in _vcpus) runner.RequestStop();
+        _ended.Set();
+        Ended?.Invoke(outcome);
+    }
+
+    /// <summary>Stop the VM from the host side.</summary>
+    public void Stop(string why = "requested by the host") => End(VmOutcome.Stopped(why));
+
+    /// <summary>Wait for the VM to end and for every vCPU thread to leave KVM_RUN.</summary>
+    public VmOutcome WaitForExit(CancellationToken cancellation = default)
+    {
+        _ended.Wait(cancellation);
+        foreach (var runner in _vcpus) runner.WaitForEnd(TimeSpan.FromSeconds(10));
+        return _outcome!;
+    }
+
+    public bool WaitForExit(TimeSpan timeout, out VmOutcome? outcome)
+    {
+        outcome = null;
+        if (!_ended.Wait(timeout)) return false;
+        foreach (var runner in _vcpus) runner.WaitForEnd(TimeSpan.FromSeconds(10));
+        outcome = _outcome;
+        return true;
+    }
+
+    /// <summary>Pause every vCPU (bounded by <paramref name="timeout"/>); false if one did not pause.</summary>
+    public bool PauseAll(TimeSpan timeout) => _vcpus.Select(v => v.Pause(timeout)).ToList().All(paused => paused);
+
+    public void ResumeAll()
+    {
+        foreach (var runner in _vcpus) runner.Resume();
+    }
+
+    public void Dispose()
+    {
+        End(VmOutcome.Stopped("disposed"));
+        foreach (var runner in _vcpus) runner.Dispose();
+        Kvm.Dispose();
+        System.Dispose();
+        foreach (var region in _regions) region.Dispose();
+        _ended.Dispose();
+    }
+}

@@ -1,0 +1,34 @@
+using KvmSharp.Devices.Serial;
+
+namespace KvmSharp.Vmm.Machine;
+
+/// <summary>What a VM is made of. Validated by <see cref="Validate"/> before anything is created.</summary>
+public sealed record VmConfig
+{
+    public const ulong MinimumMemory = 1UL << 20;
+    public const int MaximumCpus = 255;
+
+    public ulong MemoryBytes { get; init; } = 64UL << 20;
+    public int Cpus { get; init; } = 1;
+    public required GuestImage Image { get; init; }
+    public required ISerialSink SerialSink { get; init; }
+    public string KvmPath { get; init; } = Kvm.KvmSystem.DefaultPath;
+    public ushort SerialPort { get; init; } = 0x3F8;
+    public ushort DebugExitPort { get; init; } = 0x501;
+
+    /// <summary>Back guest RAM with a memfd (shareable with another process) instead of anonymous memory.</summary>
+    public bool MemfdBacking { get; init; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
+    public void Validate()
+    {
+        if (MemoryBytes < MinimumMemory || MemoryBytes % (1UL << 20) != 0)
+            throw new ArgumentException($"memory: {MemoryBytes} bytes is invalid; give a whole number of MiB, at least 1 MiB");
+        if (Cpus < 1 || Cpus > MaximumCpus)
+            throw new ArgumentException($"cpus: {Cpus} is invalid; give 1 to {MaximumCpus}");
+        if (Image.LoadAddress + (ulong)Image.Bytes.Length > MemoryBytes)
+            throw new ArgumentException($"image '{Image.Name}' ({Image.Bytes.Length} bytes at 0x{Image.LoadAddress:x}) does not fit in {MemoryBytes >> 20} MiB of memory");
+        if (Image.Entry >= MemoryBytes)
+            throw new ArgumentException($"entry: 0x{Image.Entry:x} is outside guest memory ({MemoryBytes >> 20} MiB)");
+    }
+}

@@ -1,0 +1,62 @@
+using KvmSharp.Devices.Bus;
+using KvmSharp.Kvm.Interop;
+
+namespace KvmSharp.Vmm.Vcpus;
+
+/// <summary>
+/// Decodes a kvm_run exit and routes port I/O and MMIO to the buses. This is the hot path: no
+/// allocation, no locks (the buses and the interceptor are read as immutable snapshots).
+/// </summary>
+public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
+{
+    public DeviceBus PortBus { get; } = portBus;
+    public DeviceBus MmioBus { get; } = mmioBus;
+
+    /// <summary>Optional first look at MMIO exits (page tracking installs one).</summary>
+    public IMmioInterceptor? MmioInterceptor { get; set; }
+
+    public VcpuExitAction Dispatch(int vcpuId, kvm_run* run)
+    {
+        switch ((KvmExitReason)run->exit_reason)
+        {
+            case KvmExitReason.KVM_EXIT_IO:
+                HandlePortIo(run);
+                return VcpuExitAction.Continue;
+            case KvmExitReason.KVM_EXIT_MMIO:
+                HandleMmio(vcpuId, run);
+                return VcpuExitAction.Continue;
+            case KvmExitReason.KVM_EXIT_HLT:
+                return VcpuExitAction.Halt;
+            case KvmExitReason.KVM_EXIT_INTR:
+            case KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN:
+                return VcpuExitAction.Continue;
+            default:
+                return VcpuExitAction.Fault;
+        }
+    }
+
+    private void HandlePortIo(kvm_run* run)
+    {
+        var io = (kvm_run_io*)((byte*)run + kvm_run.ExitUnionOffset);
+        byte* data = (byte*)run + io->data_offset;
+        int size = io->size;
+        // String I/O (rep ins/outs) arrives as `count` back-to-back elements.
+        for (uint i = 0; i < io->count; i++, data += size)
+        {
+            if (io->direction == KvmRunIoDirection.KVM_EXIT_IO_OUT)
+                PortBus.Write(io->port, new ReadOnlySpan<byte>(data, size));
+            else
+                PortBus.Read(io->port, new Span<byte>(data, size));
+        }
+    }
+
+    private void HandleMmio(int vcpuId, kvm_run* run)
+    {
+        var mmio = (kvm_run_mmio*)((byte*)run + kvm_run.ExitUnionOffset);
+        var data = new Span<byte>(mmio->data, (int)Math.Min(mmio->len, 8u));
+        bool isWrite = mmio->is_write != 0;
+        if (MmioInterceptor is { } interceptor && interceptor.TryHandle(vcpuId, mmio->phys_addr, data, isWrite)) return;
+        if (isWrite) MmioBus.Write(mmio->phys_addr, data);
+        else MmioBus.Read(mmio->phys_addr, data);
+    }
+}

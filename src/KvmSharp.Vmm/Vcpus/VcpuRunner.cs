@@ -1,0 +1,218 @@
+using KvmSharp.Kvm;
+using KvmSharp.Kvm.Interop;
+
+namespace KvmSharp.Vmm.Vcpus;
+
+/// <summary>
+/// One vCPU on its own dedicated thread, which creates it and runs KVM_RUN in a loop. Pause, resume
+/// and stop work from any thread in bounded time, even while the guest spins inside KVM_RUN:
+/// the request is published, kvm_run.immediate_exit is set (covers a thread about to enter), and
+/// the thread gets the kick signal (covers a thread already inside, which returns EINTR).
+/// </summary>
+public sealed unsafe class VcpuRunner : IDisposable
+{
+    private const int RequestRun = 0, RequestPause = 1, RequestStopValue = 2;
+
+    private readonly KvmVm _vm;
+    private readonly ExitDispatcher _dispatcher;
+    private readonly Action<KvmVcpu> _configure;
+    private readonly Func<KvmVcpu, string, string> _describeFault;
+    private readonly object _gate = new();
+    private readonly ManualResetEventSlim _ended = new(false);
+    private readonly ManualResetEventSlim _ready = new(false);
+    private Thread? _thread;
+    private KvmVcpu? _vcpu;
+    private kvm_run* _run;
+    private int _requested;
+    private int _threadId;
+    private bool _isPaused;
+    private long _exitCount;
+
+    /// <param name="configure">Runs on the vCPU thread once the vCPU exists: CPUID, MSRs, registers.</param>
+    /// <param name="describeFault">Builds the report for an exit that ends the VM (registers, code at RIP).</param>
+    public VcpuRunner(KvmVm vm, int id, ExitDispatcher dispatcher, Action<KvmVcpu> configure, Func<KvmVcpu, string, string> describeFault)
+    {
+        _vm = vm;
+        Id = id;
+        _dispatcher = dispatcher;
+        _configure = configure;
+        _describeFault = describeFault;
+    }
+
+    public int Id { get; }
+    public VcpuState State { get; private set; } = VcpuState.Created;
+
+    /// <summary>Exits handled so far (read from any thread; approximate while running).</summary>
+    public long ExitCount => Volatile.Read(ref _exitCount);
+
+    /// <summary>For a faulted vCPU: what ended it, with registers and the disassembly at RIP.</summary>
+    public string? FaultReport { get; private set; }
+
+    /// <summary>The exception that ended the thread, if setup or KVM_RUN failed.</summary>
+    public Exception? Error { get; private set; }
+
+    /// <summary>Raised on the vCPU thread when it ends, for any reason.</summary>
+    public event Action<VcpuRunner>? Ended;
+
+    public bool HasEnded => _ended.IsSet;
+
+    public void Start()
+    {
+        VcpuKickSignal.Number.ToString(); // install the handler before any kick can be sent
+        _thread = new Thread(ThreadMain, maxStackSize: 1 << 20) { Name = $"vcpu-{Id}", IsBackground = true };
+        _thread.Start();
+    }
+
+    /// <summary>Wait until the vCPU exists and is configured (or failed to be).</summary>
+    public bool WaitUntilReady(TimeSpan timeout) => _ready.Wait(timeout);
+
+    /// <summary>Ask the vCPU to pause and wait until it has; false on timeout or when it already ended.</summary>
+    public bool Pause(TimeSpan timeout)
+    {
+        lock (_gate)
+        {
+            if (HasEnded) return false;
+            Volatile.Write(ref _requested, RequestPause);
+        }
+        Kick();
+        var deadline = DateTime.UtcNow + timeout;
+        lock (_gate)
+        {
+            while (!_isPaused && !HasEnded)
+            {
+                var left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero || !Monitor.Wait(_gate, left)) return _isPaused;
+            }
+            return _isPaused;
+        }
+    }
+
+    public void Resume()
+    {
+        lock (_gate)
+        {
+            if (_requested != RequestPause) return;
+            Volatile.Write(ref _requested, RequestRun);
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>Ask the vCPU to stop; waits up to <paramref name="timeout"/> for its thread to leave KVM_RUN.</summary>
+    public bool Stop(TimeSpan timeout)
+    {
+        RequestStop();
+        return _ended.Wait(timeout);
+    }
+
+    /// <summary>Ask the vCPU to stop without waiting (safe from the vCPU's own thread, e.g. inside a device).</summary>
+    public void RequestStop()
+    {
+        lock (_gate)
+        {
+            Volatile.Write(ref _requested, RequestStopValue);
+            Monitor.PulseAll(_gate);
+        }
+        if (VcpuKickSignal.CurrentThreadId() != Volatile.Read(ref _threadId)) Kick();
+    }
+
+    public bool WaitForEnd(TimeSpan timeout) => _ended.Wait(timeout);
+
+    private void Kick()
+    {
+        kvm_run* run = _run;
+        if (run != null) Volatile.Write(ref run->immediate_exit, (byte)1);
+        int tid = Volatile.Read(ref _threadId);
+        if (tid != 0 && !HasEnded) VcpuKickSignal.Kick(tid);
+    }
+
+    private void ThreadMain()
+    {
+        try
+        {
+            _vcpu = _vm.CreateVcpu(Id);
+            _configure(_vcpu);
+            _run = _vcpu.Run;
+            Volatile.Write(ref _threadId, VcpuKickSignal.CurrentThreadId());
+            _ready.Set();
+            State = Loop(_vcpu);
+        }
+        catch (Exception e)
+        {
+            Error = e;
+            FaultReport ??= $"vCPU {Id}: {e.Message}";
+            State = VcpuState.Faulted;
+        }
+        finally
+        {
+            _ready.Set();
+            Volatile.Write(ref _threadId, 0);
+            lock (_gate)
+            {
+                _ended.Set();
+                Monitor.PulseAll(_gate);
+            }
+            Ended?.Invoke(this);
+        }
+    }
+
+    private VcpuState Loop(KvmVcpu vcpu)
+    {
+        kvm_run* run = vcpu.Run;
+        while (true)
+        {
+            int request = Volatile.Read(ref _requested);
+            if (request == RequestStopValue) return VcpuState.Stopped;
+            if (request == RequestPause && !WaitWhilePaused()) return VcpuState.Stopped;
+
+            State = VcpuState.Running;
+            int result = vcpu.RunOnce();
+            if (result < 0)
+            {
+                if (result == -Errno.EINTR || result == -Errno.EAGAIN)
+                {
+                    // Kicked: clear the flag, then re-read the request (the fence orders the two).
+                    Volatile.Write(ref run->immediate_exit, (byte)0);
+                    Interlocked.MemoryBarrier();
+                    continue;
+                }
+                throw new KvmException("KVM_RUN", -result, $"vCPU {Id}");
+            }
+
+            _exitCount++;
+            switch (_dispatcher.Dispatch(Id, run))
+            {
+                case VcpuExitAction.Continue:
+                    continue;
+                case VcpuExitAction.Halt:
+                    return VcpuState.Halted;
+                default:
+                    FaultReport = _describeFault(vcpu, VcpuExitDescription.Describe(run));
+                    return VcpuState.Faulted;
+            }
+        }
+    }
+
+    // Returns false when a stop arrives while paused.
+    private bool WaitWhilePaused()
+    {
+        lock (_gate)
+        {
+            State = VcpuState.Paused;
+            _isPaused = true;
+            Monitor.PulseAll(_gate);
+            while (_requested == RequestPause) Monitor.Wait(_gate);
+            _isPaused = false;
+            return _requested != RequestStopValue;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_thread is not null && !HasEnded) Stop(TimeSpan.FromSeconds(5));
+        _thread?.Join(TimeSpan.FromSeconds(5));
+        _run = null;
+        _vcpu?.Dispose();
+        _ended.Dispose();
+        _ready.Dispose();
+    }
+}

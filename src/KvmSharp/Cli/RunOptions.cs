@@ -1,0 +1,70 @@
+using KvmSharp.Vmm.Boot;
+
+namespace KvmSharp.Cli;
+
+/// <summary>
+/// Settings of `kvmsharp run`, bound from the "KvmSharp" configuration section: appsettings.json,
+/// KVMSHARP__NAME environment variables, then command-line flags (highest precedence).
+/// </summary>
+public sealed class RunOptions
+{
+    public const string Section = "KvmSharp";
+
+    /// <summary>Guest RAM, e.g. 64M or 1G (--memory).</summary>
+    public string Memory { get; set; } = "64M";
+
+    /// <summary>vCPU count (--cpus).</summary>
+    public int Cpus { get; set; } = 1;
+
+    /// <summary>A flat binary to boot instead of the built-in guest (--image), entered at <see cref="Entry"/>.</summary>
+    public string? Image { get; set; }
+
+    /// <summary>Guest-physical entry (and load) address of <see cref="Image"/> (--entry).</summary>
+    public string? Entry { get; set; }
+
+    /// <summary>CPU mode the image starts in: long (default) or real (--mode).</summary>
+    public string Mode { get; set; } = "long";
+
+    /// <summary>The KVM device (--kvm-device).</summary>
+    public string KvmDevice { get; set; } = Kvm.KvmSystem.DefaultPath;
+
+    /// <summary>Where the guest's serial console goes: "stdout" or a file path (--serial).</summary>
+    public string Serial { get; set; } = "stdout";
+
+    /// <summary>Back guest RAM with a memfd (--memfd).</summary>
+    public bool Memfd { get; set; }
+
+    /// <summary>Checked values, or an <see cref="OptionsException"/> naming the first bad setting.</summary>
+    public ValidatedRunOptions Validate()
+    {
+        if (!SizeParser.TryParse(Memory, out ulong memory) || memory < (1UL << 20) || memory % (1UL << 20) != 0)
+            throw new OptionsException("memory", Memory, "give a whole number of MiB such as 64M or 2G, at least 1M");
+        if (Cpus < 1 || Cpus > Vmm.Machine.VmConfig.MaximumCpus)
+            throw new OptionsException("cpus", Cpus.ToString(), $"give 1 to {Vmm.Machine.VmConfig.MaximumCpus}");
+        CpuMode mode = Mode.ToLowerInvariant() switch
+        {
+            "long" => CpuMode.Long,
+            "real" => CpuMode.Real,
+            _ => throw new OptionsException("mode", Mode, "give long or real"),
+        };
+        ulong? entry = null;
+        if (Image is not null)
+        {
+            if (!File.Exists(Image)) throw new OptionsException("image", Image, "the file does not exist");
+            if (Entry is null) throw new OptionsException("entry", "(missing)", "--image needs --entry ADDR");
+        }
+        if (Entry is not null)
+        {
+            if (Image is null) throw new OptionsException("entry", Entry, "--entry only applies with --image FILE");
+            if (!SizeParser.TryParseAddress(Entry, out ulong address)) throw new OptionsException("entry", Entry, "give an address such as 0x100000");
+            entry = address;
+        }
+        return new ValidatedRunOptions(memory, Cpus, Image, entry, mode, KvmDevice, Serial, Memfd);
+    }
+}
+
+public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Image, ulong? Entry, CpuMode Mode, string KvmDevice, string Serial, bool Memfd);
+
+/// <summary>A setting has an invalid value; the message names it, its value, and what is expected.</summary>
+public sealed class OptionsException(string name, string value, string expected)
+    : Exception($"invalid setting {name} (--{name}, {RunOptions.Section}:{char.ToUpperInvariant(name[0])}{name[1..]}, KVMSHARP__{name.ToUpperInvariant()}): '{value}': {expected}");

@@ -1,0 +1,88 @@
+using KvmSharp.Devices.Bus;
+using KvmSharp.Devices.Debug;
+using Xunit;
+
+namespace KvmSharp.Tests.Unit.Devices;
+
+public sealed class DebugExitPortTests
+{
+    [Theory]
+    [InlineData(0x00)]
+    [InlineData(0x01)]
+    [InlineData(0x7f)]
+    [InlineData(0xff)]
+    public void Guest_write_hands_the_byte_to_the_callback_and_records_it(byte status)
+    {
+        var received = new List<byte>();
+        var port = new DebugExitPort(received.Add);
+        Assert.Null(port.LastStatus);
+
+        port.Write(0, [status]);
+
+        Assert.Equal([status], received);
+        Assert.Equal(status, port.LastStatus);
+    }
+
+    [Fact]
+    public void Write_through_the_port_bus_reaches_the_callback()
+    {
+        var received = new List<byte>();
+        var bus = new DeviceBus("pio");
+        bus.Register(0xf4, DebugExitPort.RegisterBlockLength, new DebugExitPort(received.Add), "debug-exit");
+
+        Assert.True(bus.Write(0xf4, [0x31]));
+
+        Assert.Equal([0x31], received);
+    }
+
+    [Fact]
+    public void Only_the_first_byte_of_a_wider_write_is_the_status()
+    {
+        var received = new List<byte>();
+        var port = new DebugExitPort(received.Add);
+
+        port.Write(0, [0x02, 0x03, 0x04, 0x05]);
+
+        Assert.Equal([0x02], received);
+        Assert.Equal(2, port.LastStatus);
+    }
+
+    [Fact]
+    public void Every_write_is_reported_and_the_last_one_is_kept()
+    {
+        var received = new List<byte>();
+        var port = new DebugExitPort(received.Add);
+
+        port.Write(0, [0x10]);
+        port.Write(0, [0x20]);
+
+        Assert.Equal([0x10, 0x20], received);
+        Assert.Equal(0x20, port.LastStatus);
+    }
+
+    [Fact]
+    public void Reads_return_zero_and_do_not_trigger_the_callback()
+    {
+        int calls = 0;
+        var port = new DebugExitPort(_ => calls++);
+
+        Span<byte> data = [0xaa, 0xbb];
+        port.Read(0, data);
+
+        Assert.Equal([0x00, 0x00], data.ToArray());
+        Assert.Equal(0, calls);
+        Assert.Null(port.LastStatus);
+    }
+
+    [Fact]
+    public void Empty_write_is_ignored()
+    {
+        int calls = 0;
+        var port = new DebugExitPort(_ => calls++);
+
+        port.Write(0, []);
+
+        Assert.Equal(0, calls);
+        Assert.Null(port.LastStatus);
+    }
+}
