@@ -288,7 +288,7 @@ public sealed class Serial16550 : IBusDevice
         byte pending = HighestPendingInterrupt();
 
         // Reading IIR acknowledges a THR-empty interrupt, but only when that is the source it reports.
-        if (true)
+        if (pending == IirTransmitterEmpty)
         {
             _transmitterEmptyInterruptPending = false;
             UpdateInterruptLine();

@@ -19,6 +19,7 @@ public unsafe struct kvm_run
     public ulong cr8;
     public ulong apic_base;
     /// <summary>The exit-specific union (256 bytes); read it through the kvm_run_* views.</summary>
+    [KvmFieldName("io")]
     public fixed byte exit_union[256];
     public ulong kvm_valid_regs;
     public ulong kvm_dirty_regs;

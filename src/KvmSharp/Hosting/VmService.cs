@@ -27,7 +27,7 @@ public sealed class VmService(
             Stream output = options.Serial == "stdout"
                 ? Console.OpenStandardOutput()
                 : new FileStream(options.Serial, FileMode.Create, FileAccess.Write, FileShare.Read);
-            sink = new StreamSerialSink(output, leaveOpen: options.Serial == "stdout");
+            sink = new StreamSerialSink(output, leaveOpen: options.Serial == "stdout", maxFlushDelay: TimeSpan.FromMilliseconds(20));
             var image = options.Image is null
                 ? BuiltInGuest.Create()
                 : GuestImage.FromFile(options.Image, options.Entry!.Value, options.Mode);
