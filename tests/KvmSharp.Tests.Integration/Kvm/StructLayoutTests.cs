@@ -17,15 +17,10 @@ public sealed class StructLayoutTests
     // Names newer than the oldest header KvmSharp supports (Debian 12's, Linux 6.1).
     private static readonly HashSet<string> GuardedNames = ["KVM_EXIT_MEMORY_FAULT"];
 
-    [Fact]
+    [GccFact]
     public void Generated_static_asserts_compile_against_the_system_kvm_header()
     {
-        string? gcc = FindOnPath("gcc");
-        if (gcc is null || !File.Exists("/usr/include/linux/kvm.h"))
-        {
-            Assert.False(KvmAvailability.Required, "gcc and /usr/include/linux/kvm.h are required in CI (apt-get install gcc linux-libc-dev)");
-            return;
-        }
+        string gcc = GccFactAttribute.Gcc ?? throw new InvalidOperationException("gcc is not on PATH");
 
         string source = GenerateAssertions(out int assertionCount);
         Assert.True(assertionCount > 150, $"only {assertionCount} assertions were generated");
@@ -40,12 +35,11 @@ public sealed class StructLayoutTests
         File.Delete(path);
     }
 
-    [Fact]
+    [GccFact]
     public void A_wrong_layout_is_caught_by_the_generator()
     {
         // The check can fail: a deliberately wrong assertion must not compile.
-        string? gcc = FindOnPath("gcc");
-        if (gcc is null) return;
+        string gcc = GccFactAttribute.Gcc ?? throw new InvalidOperationException("gcc is not on PATH");
         string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-layout-bad-{Environment.ProcessId}.c");
         File.WriteAllText(path, "#include <stddef.h>\n#include <linux/kvm.h>\n_Static_assert(sizeof(struct kvm_regs) == 143, \"kvm_regs\");\n");
         using var process = Process.Start(new ProcessStartInfo(gcc, ["-std=c11", "-fsyntax-only", path]) { RedirectStandardError = true })!;
@@ -99,7 +93,4 @@ public sealed class StructLayoutTests
         if (guard is not null) c.Append("#endif\n");
         count++;
     }
-
-    private static string? FindOnPath(string name) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(dir => Path.Combine(dir, name)).FirstOrDefault(File.Exists);
 }

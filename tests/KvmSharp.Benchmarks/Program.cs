@@ -1,0 +1,56 @@
+using KvmSharp.Benchmarks;
+using KvmSharp.Kvm;
+
+// kvmsharp-bench: the managed half of scripts/bench.sh (which builds, runs rounds and prints ratios).
+const string Usage = """
+    usage: kvmsharp-bench COMMAND ...
+      write-guest exit-roundtrip N FILE [UNROLL]   write the 16-bit guest making N port-0x80 exits
+      exit-roundtrip FILE [WARMUPS]                run FILE under KvmSharp; prints ns_per_exit=X (WARMUPS default 2)
+      gfn-lookup [SLOTS...]                        ns per MemslotSnapshot.TryFindByGfn (default 1 1000 32000 slots)
+    """;
+
+try
+{
+    return args switch
+    {
+        ["write-guest", "exit-roundtrip", var n, var file] => WriteGuest(n, file, null),
+        ["write-guest", "exit-roundtrip", var n, var file, var unroll] => WriteGuest(n, file, unroll),
+        ["exit-roundtrip", var file] => ExitRoundtripBench.Run(file, 2),
+        ["exit-roundtrip", var file, var warmups] => ExitRoundtripBench.Run(file, ParseInt(warmups, "WARMUPS", 0)),
+        ["gfn-lookup"] => GfnLookupBench.Run(GfnLookupBench.DefaultSizes),
+        ["gfn-lookup", .. var sizes] => GfnLookupBench.Run(sizes.Select(s => ParseInt(s, "SLOTS", 1)).ToArray()),
+        _ => Fail(Usage, 2),
+    };
+}
+catch (BenchException e)
+{
+    return Fail($"kvmsharp-bench: {e.Message}", 1);
+}
+catch (KvmUnavailableException e)
+{
+    return Fail($"kvmsharp-bench: {e.Message}", 1);
+}
+
+static int WriteGuest(string n, string file, string? unroll)
+{
+    int exits = ParseInt(n, "N", 1);
+    int factor = unroll is null ? ExitRoundtripGuest.DefaultUnroll : ParseInt(unroll, "UNROLL", 1);
+    File.WriteAllBytes(file, ExitRoundtripGuest.Assemble(exits, factor));
+    return 0;
+}
+
+static int ParseInt(string text, string what, int minimum) =>
+    int.TryParse(text, out int value) && value >= minimum
+        ? value
+        : throw new BenchException($"{what} must be an integer >= {minimum}, not '{text}'");
+
+static int Fail(string message, int code)
+{
+    Console.Error.WriteLine(message);
+    return code;
+}
+
+namespace KvmSharp.Benchmarks
+{
+    internal sealed class BenchException(string message) : Exception(message);
+}

@@ -1,0 +1,126 @@
+using Iced.Intel;
+using KvmSharp.Tests.Integration.Infrastructure;
+using KvmSharp.Vmm.Guests;
+using Xunit;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace KvmSharp.Tests.Integration.Cli;
+
+/// <summary>The `kvmsharp` executable end to end, on the real /dev/kvm.</summary>
+public sealed class RunCommandTests
+{
+    [KvmFact]
+    public void Run_with_no_arguments_boots_the_built_in_guest_which_reports_and_exits_0()
+    {
+        var result = KvmSharpProcess.Run(["run"]);
+
+        Assert.True(result.ExitCode == 0, $"exit {result.ExitCode}\n{result.StandardOutput}\n{result.StandardError}");
+        Assert.Contains(BuiltInGuest.Banner, result.StandardOutput);
+        Assert.Contains("memory: 64 MiB", result.StandardOutput);
+        Assert.Contains("cpu mode: 64-bit long mode (EFER.LMA=1)", result.StandardOutput);
+        Assert.Contains($"checksum 0x{BuiltInGuest.ExpectedChecksum():x16}", result.StandardOutput);
+        // Logs never mix into the serial console on stdout.
+        Assert.DoesNotContain("info:", result.StandardOutput);
+        Assert.Contains("guest exited with status 0", result.StandardError);
+    }
+
+    [KvmFact]
+    public void Memory_and_cpus_come_from_flags_and_from_KVMSHARP_environment_variables()
+    {
+        var fromFlags = KvmSharpProcess.Run(["run", "--memory", "32M", "--cpus", "2"]);
+        Assert.Equal(0, fromFlags.ExitCode);
+        Assert.Contains("memory: 32 MiB", fromFlags.StandardOutput);
+
+        var fromEnvironment = KvmSharpProcess.Run(["run"], new Dictionary<string, string> { ["KVMSHARP__MEMORY"] = "16M" });
+        Assert.Equal(0, fromEnvironment.ExitCode);
+        Assert.Contains("memory: 16 MiB", fromEnvironment.StandardOutput);
+
+        // Flags win over the environment.
+        var both = KvmSharpProcess.Run(["run", "--memory=8M"], new Dictionary<string, string> { ["KVMSHARP__MEMORY"] = "16M" });
+        Assert.Contains("memory: 8 MiB", both.StandardOutput);
+    }
+
+    [Fact]
+    public void An_invalid_setting_is_named_and_exits_2_before_touching_kvm()
+    {
+        var result = KvmSharpProcess.Run(["run", "--memory", "12X"]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("invalid setting memory", result.StandardError);
+        Assert.Contains("'12X'", result.StandardError);
+
+        var cpus = KvmSharpProcess.Run(["run"], new Dictionary<string, string> { ["KVMSHARP__CPUS"] = "0" });
+        Assert.Equal(2, cpus.ExitCode);
+        Assert.Contains("invalid setting cpus", cpus.StandardError);
+
+        var unknown = KvmSharpProcess.Run(["run", "--bogus"]);
+        Assert.Equal(2, unknown.ExitCode);
+        Assert.Contains("unknown option '--bogus'", unknown.StandardError);
+    }
+
+    [Fact]
+    public void A_missing_kvm_device_is_explained()
+    {
+        var result = KvmSharpProcess.Run(["run", "--kvm-device", "/nonexistent/kvm"]);
+        Assert.Equal(70, result.ExitCode);
+        Assert.Contains("does not exist: load the KVM module", result.StandardError);
+        Assert.Contains("--device /dev/kvm", result.StandardError);
+    }
+
+    [KvmFact]
+    public void A_flat_image_boots_and_its_status_becomes_the_exit_code()
+    {
+        var assembler = new Assembler(64);
+        assembler.mov(dx, 0x3F8);
+        assembler.mov(al, (byte)'K');
+        assembler.@out(dx, al);
+        TestGuest.ExitWith(assembler, 42);
+        var stream = new MemoryStream();
+        assembler.Assemble(new StreamCodeWriter(stream), 0x200000);
+        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-image-{Environment.ProcessId}.bin");
+        File.WriteAllBytes(path, stream.ToArray());
+        try
+        {
+            var result = KvmSharpProcess.Run(["run", "--image", path, "--entry", "0x200000"]);
+            Assert.Equal(42, result.ExitCode);
+            Assert.Equal("K", result.StandardOutput);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [KvmFact]
+    public void A_guest_triple_fault_exits_71_with_a_report()
+    {
+        var assembler = new Assembler(64);
+        assembler.ud2();
+        var stream = new MemoryStream();
+        assembler.Assemble(new StreamCodeWriter(stream), 0x200000);
+        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-fault-{Environment.ProcessId}.bin");
+        File.WriteAllBytes(path, stream.ToArray());
+        try
+        {
+            var result = KvmSharpProcess.Run(["run", "--image", path, "--entry", "0x200000"]);
+            Assert.Equal(71, result.ExitCode);
+            Assert.Contains("KVM_EXIT_SHUTDOWN", result.StandardError);
+            Assert.Contains("ud2", result.StandardError);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [KvmFact]
+    public void Caps_prints_the_host_facts()
+    {
+        var result = KvmSharpProcess.Run(["caps"]);
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("api version:       12", result.StandardOutput);
+        Assert.Contains("KVM_CAP_NR_MEMSLOTS", result.StandardOutput);
+        Assert.Matches(@"smm:\s+(yes|no)", result.StandardOutput);
+        Assert.Matches(@"guest kernel mode: (EMULATED|hardware)", result.StandardOutput);
+        if (KvmAvailability.Facts!.EmulatesGuestKernelMode) Assert.Contains("warning: this KVM (kvm_pvm) emulates", result.StandardOutput);
+    }
+}
