@@ -22,6 +22,9 @@ internal static class GfnLookupBench
 
     public static int Run(IReadOnlyList<int> sizes)
     {
+        int limit = new MemslotLimits().SlotsPerAddressSpace;
+        if (sizes.FirstOrDefault(size => size > limit) is > 0 and var tooMany)
+            throw new BenchException($"{tooMany} slots is more than KVM_CAP_NR_MEMSLOTS allows ({limit})");
         foreach (int size in sizes) Measure(size);
         return 0;
     }

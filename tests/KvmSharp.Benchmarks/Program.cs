@@ -6,6 +6,7 @@ const string Usage = """
     usage: kvmsharp-bench COMMAND ...
       write-guest exit-roundtrip N FILE [UNROLL]   write the 16-bit guest making N port-0x80 exits
       exit-roundtrip FILE [WARMUPS]                run FILE under KvmSharp; prints ns_per_exit=X (WARMUPS default 2)
+      exit-roundtrip-raw FILE                      the same loop on KvmSharp.Kvm alone (diagnostic)
       gfn-lookup [SLOTS...]                        ns per MemslotSnapshot.TryFindByGfn (default 1 1000 32000 slots)
     """;
 
@@ -17,6 +18,7 @@ try
         ["write-guest", "exit-roundtrip", var n, var file, var unroll] => WriteGuest(n, file, unroll),
         ["exit-roundtrip", var file] => ExitRoundtripBench.Run(file, 2),
         ["exit-roundtrip", var file, var warmups] => ExitRoundtripBench.Run(file, ParseInt(warmups, "WARMUPS", 0)),
+        ["exit-roundtrip-raw", var file] => RawExitRoundtripBench.Run(file, 2),
         ["gfn-lookup"] => GfnLookupBench.Run(GfnLookupBench.DefaultSizes),
         ["gfn-lookup", .. var sizes] => GfnLookupBench.Run(sizes.Select(s => ParseInt(s, "SLOTS", 1)).ToArray()),
         _ => Fail(Usage, 2),
@@ -26,7 +28,11 @@ catch (BenchException e)
 {
     return Fail($"kvmsharp-bench: {e.Message}", 1);
 }
-catch (KvmUnavailableException e)
+catch (KvmException e) // includes KvmUnavailableException: /dev/kvm missing or not ours to open
+{
+    return Fail($"kvmsharp-bench: {e.Message}", 1);
+}
+catch (IOException e)
 {
     return Fail($"kvmsharp-bench: {e.Message}", 1);
 }

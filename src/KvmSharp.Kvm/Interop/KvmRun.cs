@@ -87,3 +87,9 @@ public static class KvmMemFlags
     public const uint KVM_MEM_LOG_DIRTY_PAGES = 1u << 0;
     public const uint KVM_MEM_READONLY = 1u << 1;
 }
+
+public static class KvmRunFlags
+{
+    /// <summary>kvm_run.flags bit: the vCPU was in System Management Mode at the exit.</summary>
+    public const int KVM_RUN_X86_SMM = 1 << 0;
+}

@@ -25,6 +25,9 @@ public sealed class MemslotTable
 
     public MemslotLimits Limits { get; }
 
+    /// <summary>Serializes every writer of the memory layout: memslot changes and page-tracking changes.</summary>
+    internal object WriteLock => _writeLock;
+
     /// <summary>The published snapshot; safe to read from any thread without a lock.</summary>
     public MemslotSnapshot Current => Volatile.Read(ref _current);
 
@@ -87,7 +90,8 @@ public sealed class MemslotTable
         if (Current.FindById(addressSpace, id) is not { } slot || (slot.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) == 0)
             throw new MemslotRefusedException(request, Errno.ENOENT, $"slot {id} does not exist or does not log dirty pages", false);
         var bitmap = new ulong[(slot.PageCount + 63) / 64];
-        int result = _backend.GetDirtyLog(slot.PackedSlot, bitmap);
+        int result;
+        lock (_writeLock) result = _backend.GetDirtyLog(slot.PackedSlot, bitmap);
         if (result < 0) throw new Kvm.KvmException("KVM_GET_DIRTY_LOG", -result, $"slot {id}");
         return bitmap;
     }

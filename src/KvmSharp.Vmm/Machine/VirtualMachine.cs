@@ -4,10 +4,12 @@ using KvmSharp.Devices.Serial;
 using KvmSharp.Kvm;
 using KvmSharp.Kvm.Interop;
 using KvmSharp.Memory.Memslots;
+using KvmSharp.Memory.PageTracking;
 using KvmSharp.Memory.Regions;
 using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Diagnostics;
 using KvmSharp.Vmm.Memory;
+using KvmSharp.Vmm.PageTracking;
 using KvmSharp.Vmm.Vcpus;
 
 namespace KvmSharp.Vmm.Machine;
@@ -36,11 +38,19 @@ public sealed class VirtualMachine : IDisposable
         Config = config;
         System = system;
         Kvm = vm;
-        Memslots = new MemslotTable(MemslotLimitsProbe.Read(vm), new KvmMemslotBackend(vm));
+        var limits = MemslotLimitsProbe.Read(vm);
+        KernelSlots = new CarvedMemslotBackend(new KvmMemslotBackend(vm), limits);
+        Memslots = new MemslotTable(limits, KernelSlots);
         Memory = new GuestPhysicalMemory(Memslots);
+        PageTracker = new PageTracker(Memslots, KernelSlots, new VcpuQuiescer(() => _vcpus), config.PageTracking)
+        {
+            WriteInspector = new CompareExchangeInspector(Memory),
+            Log = config.Log,
+            StopVm = reason => End(VmOutcome.Error($"stopped by page-tracking policy: {reason}")),
+        };
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
-        Exits = new ExitDispatcher(PortBus, MmioBus);
+        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker) };
         Serial = new Serial16550(config.SerialSink);
         DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
         PortBus.Register(config.SerialPort, Serial16550.RegisterBlockLength, Serial, "serial0 (16550A)");
@@ -52,6 +62,12 @@ public sealed class VirtualMachine : IDisposable
     public KvmSystem System { get; }
     public KvmVm Kvm { get; }
     public MemslotTable Memslots { get; }
+
+    /// <summary>How user memslots are realised as kernel memslots (carved around tracked pages).</summary>
+    public CarvedMemslotBackend KernelSlots { get; }
+
+    /// <summary>The page-track notifier model: register write trackers, protect gfns.</summary>
+    public PageTracker PageTracker { get; }
     public GuestPhysicalMemory Memory { get; }
     public DeviceBus PortBus { get; }
     public DeviceBus MmioBus { get; }

@@ -19,6 +19,12 @@ public sealed record VmConfig
     /// <summary>Back guest RAM with a memfd (shareable with another process) instead of anonymous memory.</summary>
     public bool MemfdBacking { get; init; }
 
+    /// <summary>Policies of the page tracker (MOVE with notifiers, notifier faults).</summary>
+    public KvmSharp.Memory.PageTracking.PageTrackOptions PageTracking { get; init; } = new();
+
+    /// <summary>Where the VM reports events worth a log line (notifier faults).</summary>
+    public Action<string>? Log { get; init; }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
     public void Validate()
     {

@@ -55,7 +55,7 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
         var mmio = (kvm_run_mmio*)((byte*)run + kvm_run.ExitUnionOffset);
         var data = new Span<byte>(mmio->data, (int)Math.Min(mmio->len, 8u));
         bool isWrite = mmio->is_write != 0;
-        if (MmioInterceptor is { } interceptor && interceptor.TryHandle(vcpuId, mmio->phys_addr, data, isWrite)) return;
+        if (MmioInterceptor is { } interceptor && interceptor.TryHandle(vcpuId, run->flags & KvmRunFlags.KVM_RUN_X86_SMM, mmio->phys_addr, data, isWrite)) return;
         if (isWrite) MmioBus.Write(mmio->phys_addr, data);
         else MmioBus.Read(mmio->phys_addr, data);
     }

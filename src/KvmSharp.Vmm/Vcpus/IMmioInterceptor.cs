@@ -7,5 +7,6 @@ namespace KvmSharp.Vmm.Vcpus;
 public interface IMmioInterceptor
 {
     /// <summary>True when the access was handled and must not reach the bus.</summary>
-    bool TryHandle(int vcpuId, ulong gpa, Span<byte> data, bool isWrite);
+    /// <param name="addressSpace">1 when the vCPU was in SMM (kvm_run.flags KVM_RUN_X86_SMM), else 0.</param>
+    bool TryHandle(int vcpuId, int addressSpace, ulong gpa, Span<byte> data, bool isWrite);
 }

@@ -26,6 +26,9 @@ public sealed unsafe class VcpuRunner : IDisposable
     private int _requested;
     private int _threadId;
     private bool _isPaused;
+    private int _pauseDepth;
+    private int _hostCallDepth;
+    [ThreadStatic] private static VcpuRunner? t_current;
     private long _exitCount;
 
     /// <param name="configure">Runs on the vCPU thread once the vCPU exists: CPUID, MSRs, registers.</param>
@@ -66,35 +69,78 @@ public sealed unsafe class VcpuRunner : IDisposable
     /// <summary>Wait until the vCPU exists and is configured (or failed to be).</summary>
     public bool WaitUntilReady(TimeSpan timeout) => _ready.Wait(timeout);
 
-    /// <summary>Ask the vCPU to pause and wait until it has; false on timeout or when it already ended.</summary>
+    /// <summary>
+    /// Ask the vCPU to pause and wait until it has; false on timeout or when it already ended.
+    /// Pauses nest: each successful Pause needs one Resume. Called on the vCPU's own thread (from a
+    /// device or a hook) it returns at once: that thread is not running guest code anyway.
+    /// </summary>
     public bool Pause(TimeSpan timeout)
     {
         lock (_gate)
         {
             if (HasEnded) return false;
+            _pauseDepth++;
+            if (IsOwnThread) return true;
             Volatile.Write(ref _requested, RequestPause);
         }
         Kick();
         var deadline = DateTime.UtcNow + timeout;
         lock (_gate)
         {
-            while (!_isPaused && !HasEnded)
+            while (!IsQuiescent && !HasEnded)
             {
                 var left = deadline - DateTime.UtcNow;
-                if (left <= TimeSpan.Zero || !Monitor.Wait(_gate, left)) return _isPaused;
+                if (left <= TimeSpan.Zero || !Monitor.Wait(_gate, left)) break;
             }
-            return _isPaused;
+            if (IsQuiescent) return true;
+            ReleasePause();
+            return false;
         }
     }
 
     public void Resume()
     {
-        lock (_gate)
+        lock (_gate) ReleasePause();
+    }
+
+    // Caller holds _gate.
+    private void ReleasePause()
+    {
+        if (_pauseDepth == 0) return;
+        if (--_pauseDepth == 0 && _requested == RequestPause)
         {
-            if (_requested != RequestPause) return;
             Volatile.Write(ref _requested, RequestRun);
             Monitor.PulseAll(_gate);
         }
+    }
+
+    private bool IsOwnThread => _thread == Thread.CurrentThread;
+
+    // Paused in the run loop, or busy in a host call that cannot touch guest state unserialized.
+    private bool IsQuiescent => _isPaused || _hostCallDepth > 0;
+
+    /// <summary>The runner whose thread is the calling thread, if any.</summary>
+    public static VcpuRunner? Current => t_current;
+
+    /// <summary>The vCPU, once its thread has created it.</summary>
+    public KvmVcpu? Vcpu => _vcpu;
+
+    /// <summary>
+    /// On the vCPU's own thread: count it as paused while it runs host code that may itself wait for
+    /// the other vCPUs to pause (a tracking call from a hook), so two such calls cannot deadlock.
+    /// </summary>
+    public void EnterHostCall()
+    {
+        lock (_gate)
+        {
+            _hostCallDepth++;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    public void LeaveHostCall()
+    {
+        lock (_gate) _hostCallDepth--;
     }
 
     /// <summary>Ask the vCPU to stop; waits up to <paramref name="timeout"/> for its thread to leave KVM_RUN.</summary>
@@ -112,7 +158,7 @@ public sealed unsafe class VcpuRunner : IDisposable
             Volatile.Write(ref _requested, RequestStopValue);
             Monitor.PulseAll(_gate);
         }
-        if (VcpuKickSignal.CurrentThreadId() != Volatile.Read(ref _threadId)) Kick();
+        if (!IsOwnThread) Kick();
     }
 
     public bool WaitForEnd(TimeSpan timeout) => _ended.Wait(timeout);
@@ -129,6 +175,7 @@ public sealed unsafe class VcpuRunner : IDisposable
     {
         try
         {
+            t_current = this;
             _vcpu = _vm.CreateVcpu(Id);
             _configure(_vcpu);
             _run = _vcpu.Run;

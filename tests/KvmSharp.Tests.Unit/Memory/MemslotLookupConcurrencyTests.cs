@@ -3,6 +3,7 @@ using System.Diagnostics;
 using KvmSharp.Kvm.Interop;
 using KvmSharp.Memory.Memslots;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace KvmSharp.Tests.Unit.Memory;
 
@@ -10,7 +11,7 @@ namespace KvmSharp.Tests.Unit.Memory;
 /// Lock-free lookups while a writer keeps changing the table: readers (vCPU threads) must always find
 /// the slots that never change, and never see a torn or foreign result for the ones that do.
 /// </summary>
-public sealed class MemslotLookupConcurrencyTests
+public sealed class MemslotLookupConcurrencyTests(ITestOutputHelper output)
 {
     private const ulong Page = 0x1000;
     private const ulong BlockPages = 0x100;
@@ -114,6 +115,7 @@ public sealed class MemslotLookupConcurrencyTests
         Assert.True(writer.Join(TimeCap + TimeSpan.FromSeconds(5)), "writer did not finish");
         foreach (var reader in readers) Assert.True(reader.Join(TimeCap + TimeSpan.FromSeconds(5)), "reader did not finish");
 
+        output.WriteLine($"{completedOps} changes in {clock.Elapsed.TotalMilliseconds:F0} ms; snapshot checks per reader: {string.Join(", ", lookups)} ({string.Join(", ", lookupsWhileWriting)} while writing)");
         Assert.True(failures.IsEmpty, string.Join(Environment.NewLine, failures));
         Assert.True(completedOps >= ChurnCount * 4, $"the writer completed only {completedOps} changes");
         Assert.All(lookupsWhileWriting, n => Assert.True(n > 0, "a reader never ran while the writer was changing slots"));

@@ -13,7 +13,7 @@ internal sealed class ClaimingMmioInterceptor(ulong claimedPage, byte readValue 
     public bool LastWasWrite { get; private set; }
     public ulong LastWrittenBytes { get; private set; }
 
-    public bool TryHandle(int vcpuId, ulong gpa, Span<byte> data, bool isWrite)
+    public bool TryHandle(int vcpuId, int addressSpace, ulong gpa, Span<byte> data, bool isWrite)
     {
         Calls++;
         LastVcpuId = vcpuId;

@@ -1,0 +1,267 @@
+using System.Collections.Immutable;
+using KvmSharp.Kvm.Interop;
+using KvmSharp.Memory.Memslots;
+
+namespace KvmSharp.Memory.PageTracking;
+
+/// <summary>
+/// The kernel's page-track model (arch/x86/kvm/mmu/page_track.c) in managed code: notifiers with two
+/// hooks, a 16-bit write-track count per gfn per slot, and guest writes to tracked gfns trapped
+/// (through read-only carved kernel slots) and reported after they land. Unlike the kernel, a gfn is
+/// protected in every address space whose slots map it (SMM included). The notifier list and the
+/// counts are immutable snapshots read without locks on vCPU threads; writers serialize on the
+/// memslot write lock.
+/// </summary>
+public sealed unsafe class PageTracker : IMemslotObserver
+{
+    private sealed class Registration(IPageTrackNotifier notifier)
+    {
+        public readonly IPageTrackNotifier Notifier = notifier;
+        public volatile bool Active = true;
+        public long Faults;
+    }
+
+    private readonly MemslotTable _memslots;
+    private readonly CarvedMemslotBackend _backend;
+    private Registration[] _notifiers = [];
+    private ImmutableDictionary<uint, ImmutableDictionary<ulong, ushort>> _counts = ImmutableDictionary<uint, ImmutableDictionary<ulong, ushort>>.Empty;
+    private long _notifierFaults;
+    private long _trackedWrites;
+
+    public PageTracker(MemslotTable memslots, CarvedMemslotBackend backend, IGuestQuiescer quiescer, PageTrackOptions? options = null)
+    {
+        _memslots = memslots;
+        _backend = backend;
+        Quiescer = quiescer;
+        Options = options ?? new PageTrackOptions();
+        backend.Quiescer = quiescer;
+        backend.QuiesceTimeout = Options.QuiesceTimeout;
+        memslots.AddObserver(this);
+    }
+
+    public PageTrackOptions Options { get; }
+    public IGuestQuiescer Quiescer { get; }
+
+    /// <summary>Decides whether a write of unchanged bytes was a failed cmpxchg (which the kernel does not report).</summary>
+    public ITrappedWriteInspector? WriteInspector { get; set; }
+
+    /// <summary>Where notifier faults and other events are logged.</summary>
+    public Action<string>? Log { get; set; }
+
+    /// <summary>Called when a notifier faults under <see cref="NotifierFaultPolicy.StopVm"/>.</summary>
+    public Action<string>? StopVm { get; set; }
+
+    public long NotifierFaults => Interlocked.Read(ref _notifierFaults);
+    public long TrackedWrites => Interlocked.Read(ref _trackedWrites);
+    public int NotifierCount => Volatile.Read(ref _notifiers).Length;
+
+    // ---- notifier registration -------------------------------------------------------------
+
+    public void Register(IPageTrackNotifier notifier)
+    {
+        ArgumentNullException.ThrowIfNull(notifier);
+        lock (_memslots.WriteLock)
+        {
+            if (_notifiers.Any(r => ReferenceEquals(r.Notifier, notifier)))
+                throw new ArgumentException("this notifier is already registered", nameof(notifier));
+            Volatile.Write(ref _notifiers, [.. _notifiers, new Registration(notifier)]);
+        }
+    }
+
+    /// <summary>
+    /// Remove a notifier. When this returns, none of its hooks is running or will start, except the
+    /// very hook this is called from: unregistering from inside one's own hook is allowed, that hook
+    /// runs to its end and is the last (the kernel's synchronize_srcu, minus the self-deadlock).
+    /// </summary>
+    public void Unregister(IPageTrackNotifier notifier)
+    {
+        using var hostCall = Quiescer.EnterHostCall();
+        lock (_memslots.WriteLock)
+        {
+            var registration = _notifiers.FirstOrDefault(r => ReferenceEquals(r.Notifier, notifier))
+                ?? throw new ArgumentException("this notifier is not registered", nameof(notifier));
+            registration.Active = false;
+            Volatile.Write(ref _notifiers, _notifiers.Where(r => r != registration).ToArray());
+        }
+        // Grace period: every vCPU passes through its run loop, so hooks in flight have finished.
+        if (!Quiescer.TryQuiesce(Options.QuiesceTimeout))
+            throw new PageTrackException("page_track_unregister", Errno.EBUSY, $"hooks still running after {Options.QuiesceTimeout}");
+        Quiescer.Release();
+    }
+
+    // ---- write-track counts --------------------------------------------------------------
+
+    /// <summary>kvm_write_track_add_gfn: +1 on the gfn's count in every slot (every address space) mapping it.</summary>
+    public void AddGfn(ulong gfn) => ChangeCount(gfn, +1, "write_track_add_gfn");
+
+    /// <summary>kvm_write_track_remove_gfn: -1 on the gfn's count in every slot mapping it that tracks it.</summary>
+    public void RemoveGfn(ulong gfn) => ChangeCount(gfn, -1, "write_track_remove_gfn");
+
+    /// <summary>The gfn's count in the slot of <paramref name="addressSpace"/> that maps it (0 when none).</summary>
+    public ushort Count(ulong gfn, int addressSpace = 0)
+    {
+        if (!_memslots.Current.TryFindByGfn(addressSpace, gfn, out var slot)) return 0;
+        return Volatile.Read(ref _counts).TryGetValue(slot.PackedSlot, out var perSlot) && perSlot.TryGetValue(gfn, out ushort count) ? count : (ushort)0;
+    }
+
+    /// <summary>Every gfn with a non-zero count, per user slot.</summary>
+    public IReadOnlyDictionary<uint, IReadOnlyCollection<ulong>> TrackedGfns =>
+        Volatile.Read(ref _counts).ToDictionary(p => p.Key, p => (IReadOnlyCollection<ulong>)p.Value.Keys.ToList());
+
+    private void ChangeCount(ulong gfn, int delta, string operation)
+    {
+        using var hostCall = Quiescer.EnterHostCall();
+        lock (_memslots.WriteLock)
+        {
+            var snapshot = _memslots.Current;
+            var slots = new List<Memslot>();
+            for (int space = 0; space < snapshot.AddressSpaceCount; space++)
+                if (snapshot.TryFindByGfn(space, gfn, out var slot)) slots.Add(slot);
+            if (slots.Count == 0)
+                throw new PageTrackException(operation, Errno.EINVAL, $"no memslot maps gfn 0x{gfn:x}");
+
+            var before = _counts;
+            var after = before;
+            var relayout = new List<Memslot>();
+            foreach (var slot in slots)
+            {
+                var perSlot = after.TryGetValue(slot.PackedSlot, out var existing) ? existing : ImmutableDictionary<ulong, ushort>.Empty;
+                int count = perSlot.TryGetValue(gfn, out ushort c) ? c : 0;
+                if (delta < 0 && count == 0) continue; // this slot does not track it
+                int updated = count + delta;
+                if (updated > ushort.MaxValue)
+                    throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} in slot {slot.Id} (as {slot.AddressSpace}) is already tracked {count} times: the 16-bit count would overflow");
+                perSlot = updated == 0 ? perSlot.Remove(gfn) : perSlot.SetItem(gfn, (ushort)updated);
+                after = perSlot.IsEmpty ? after.Remove(slot.PackedSlot) : after.SetItem(slot.PackedSlot, perSlot);
+                if (count == 0 || updated == 0) relayout.Add(slot);
+            }
+            if (ReferenceEquals(after, before))
+                throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} is not tracked: the count would underflow");
+
+            // Counts first, so the first trapped write already sees them; then the kernel layout, whose
+            // quiesce is also the grace period after which no write to an untracked gfn is reported.
+            Volatile.Write(ref _counts, after);
+            for (int i = 0; i < relayout.Count; i++)
+            {
+                var slot = relayout[i];
+                if (delta > 0) _backend.PrepareSoftDirty(slot.PackedSlot);
+                var tracked = after.TryGetValue(slot.PackedSlot, out var perSlot) ? perSlot.Keys : [];
+                int result = _backend.Relayout(slot.PackedSlot, tracked);
+                if (result == 0) continue;
+                Volatile.Write(ref _counts, before);
+                for (int j = 0; j < i; j++)
+                {
+                    var undo = relayout[j];
+                    _backend.Relayout(undo.PackedSlot, before.TryGetValue(undo.PackedSlot, out var old) ? old.Keys : []);
+                }
+                throw new PageTrackException(operation, -result, $"the kernel refused to re-carve slot {slot.Id} (as {slot.AddressSpace}) for gfn 0x{gfn:x}");
+            }
+        }
+    }
+
+    // ---- the trapped-access path (vCPU threads; allocation-free) -----------------------------
+
+    /// <summary>
+    /// An MMIO exit on a vCPU: if it targets guest RAM (a tracked, read-only carved page, or a range
+    /// being re-carved), perform it on the backing memory, then report tracked writes. False when the
+    /// address is not RAM and belongs to the MMIO bus.
+    /// </summary>
+    public bool HandleTrappedAccess(int vcpuId, int addressSpace, ulong gpa, Span<byte> data, bool isWrite)
+    {
+        ulong gfn = gpa >> Memslot.PageShift;
+        if (!_memslots.Current.TryFindByGfn(addressSpace, gfn, out var slot)) return false;
+        if ((slot.Flags & KvmMemFlags.KVM_MEM_READONLY) != 0) return false; // the user's own ROM: a device's business
+        // KVM splits accesses at page boundaries, so the access stays inside this page and slot.
+        byte* host = (byte*)slot.HostAddressOf(gpa);
+        if (!isWrite)
+        {
+            GuestMemoryAccess.Load(host, data);
+            return true;
+        }
+
+        bool tracked = Volatile.Read(ref _counts).TryGetValue(slot.PackedSlot, out var perSlot) && perSlot.ContainsKey(gfn);
+        if (tracked && WriteInspector is { } inspector && GuestMemoryAccess.Matches(host, data) && inspector.IsFailedCompareExchange(vcpuId))
+            return true; // a failed cmpxchg writes the old value back; the kernel reports nothing
+        GuestMemoryAccess.Store(host, data);
+        if ((slot.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0) _backend.MarkDirty(slot, gfn - slot.BaseGfn);
+        if (tracked)
+        {
+            Interlocked.Increment(ref _trackedWrites);
+            NotifyWrite(vcpuId, gpa, data);
+        }
+        return true;
+    }
+
+    private void NotifyWrite(int vcpuId, ulong gpa, ReadOnlySpan<byte> data)
+    {
+        var notifiers = Volatile.Read(ref _notifiers);
+        PageTrackContext.Enter(vcpuId);
+        try
+        {
+            foreach (var registration in notifiers)
+            {
+                if (!registration.Active) continue;
+                try
+                {
+                    registration.Notifier.TrackWrite(gpa, data);
+                }
+                catch (Exception e)
+                {
+                    OnNotifierFault(registration, "TrackWrite", e);
+                }
+            }
+        }
+        finally
+        {
+            PageTrackContext.Leave();
+        }
+    }
+
+    private void NotifyRemove(ulong gfn, ulong pages)
+    {
+        foreach (var registration in Volatile.Read(ref _notifiers))
+        {
+            if (!registration.Active) continue;
+            try
+            {
+                registration.Notifier.TrackRemoveRegion(gfn, pages);
+            }
+            catch (Exception e)
+            {
+                OnNotifierFault(registration, "TrackRemoveRegion", e);
+            }
+        }
+    }
+
+    private void OnNotifierFault(Registration registration, string hook, Exception e)
+    {
+        Interlocked.Increment(ref _notifierFaults);
+        long faults = Interlocked.Increment(ref registration.Faults);
+        string message = $"page-track notifier {registration.Notifier.GetType().Name} threw from {hook} (fault {faults}): {e.GetType().Name}: {e.Message}";
+        Log?.Invoke(message);
+        if (Options.OnNotifierFault == NotifierFaultPolicy.StopVm) StopVm?.Invoke(message);
+    }
+
+    // ---- memslot lifecycle --------------------------------------------------------------
+
+    int IMemslotObserver.Prepare(in MemslotVerdict change, out string? reason)
+    {
+        reason = null;
+        if (change.Kind == MemslotChangeKind.Move && NotifierCount > 0 && !Options.AllowMoveWithNotifiers)
+        {
+            reason = $"memslot MOVE of slot {change.Old?.Id} is refused while {NotifierCount} page-track notifier(s) are registered, " +
+                     "as the kernel does since 6.6 (PageTrackOptions.AllowMoveWithNotifiers permits it)";
+            return Errno.EINVAL;
+        }
+        return 0;
+    }
+
+    void IMemslotObserver.Committed(in MemslotVerdict change, MemslotSnapshot published)
+    {
+        if (change.Kind is not (MemslotChangeKind.Delete or MemslotChangeKind.Move) || change.Old is not { } old) return;
+        // The slot's counts go with it (the kernel frees per-slot metadata on DELETE and MOVE).
+        if (_counts.ContainsKey(old.PackedSlot)) Volatile.Write(ref _counts, _counts.Remove(old.PackedSlot));
+        // Only now, with the kernel's acceptance behind us, is the removal certain.
+        if (change.Kind == MemslotChangeKind.Delete || NotifierCount > 0) NotifyRemove(old.BaseGfn, old.PageCount);
+    }
+}
