@@ -47,6 +47,7 @@ public sealed class MemslotLookupConcurrencyTests(ITestOutputHelper output)
             table.Apply(new MemslotRequest(p.PackedSlot, 0, p.GuestPhysAddr, p.Size, p.HostAddress));
         }
         table.Apply(new MemslotRequest(Smm.PackedSlot, 0, Smm.GuestPhysAddr, Smm.Size, Smm.HostAddress));
+        long firstGeneration = table.Current.Generation; // the writer's change n publishes firstGeneration + n + 1
 
         var failures = new ConcurrentQueue<string>();
         var clock = Stopwatch.StartNew();
@@ -75,7 +76,7 @@ public sealed class MemslotLookupConcurrencyTests(ITestOutputHelper output)
                         break;
                     }
                     lastGeneration = snapshot.Generation;
-                    string? failure = CheckOneSnapshot(snapshot, iteration++);
+                    string? failure = CheckOneSnapshot(snapshot, snapshot.Generation - firstGeneration, iteration++);
                     if (failure is not null)
                     {
                         failures.Enqueue($"reader {reader}, generation {snapshot.Generation}: {failure}");
@@ -143,8 +144,11 @@ public sealed class MemslotLookupConcurrencyTests(ITestOutputHelper output)
     }
 
     // Null when everything this snapshot says is consistent; otherwise what was wrong.
-    private static string? CheckOneSnapshot(MemslotSnapshot snapshot, uint iteration)
+    private static string? CheckOneSnapshot(MemslotSnapshot snapshot, long changesApplied, uint iteration)
     {
+        if (changesApplied < 0 || changesApplied > ChurnCount * 4 * CyclesPerChurnSlot)
+            return $"generation {snapshot.Generation} is outside the writer's schedule";
+
         ulong inside = iteration % BlockPages;
         for (int i = 0; i < PermanentCount; i++)
         {
@@ -156,13 +160,24 @@ public sealed class MemslotLookupConcurrencyTests(ITestOutputHelper output)
             }
         }
 
+        // The writer's schedule is fixed, so the generation says exactly where every churn slot must be.
         for (int k = 0; k < ChurnCount; k++)
         {
-            bool atA = CheckChurnLookup(snapshot, k, HomeA(k) * BlockPages + inside, out string? failure);
-            if (failure is not null) return failure;
-            bool atB = CheckChurnLookup(snapshot, k, (HomeB(k) * BlockPages) + BlockPages - 1 - inside, out failure);
-            if (failure is not null) return failure;
-            if (atA && atB) return $"churn slot {ChurnBaseId + k} is at both of its homes";
+            long changesToK = changesApplied > k ? ((changesApplied - 1 - k) / ChurnCount) + 1 : 0;
+            Memslot? expected = (changesToK % 4) switch
+            {
+                1 => ChurnSlot(k, HomeA(k), 0),
+                2 => ChurnSlot(k, HomeB(k), 0),
+                3 => ChurnSlot(k, HomeB(k), KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES),
+                _ => null,
+            };
+            foreach (ulong gfn in (ReadOnlySpan<ulong>)[(HomeA(k) * BlockPages) + inside, (HomeB(k) * BlockPages) + BlockPages - 1 - inside])
+            {
+                bool found = snapshot.TryFindByGfn(0, gfn, out var slot);
+                bool shouldFind = expected is { } e && e.ContainsGfn(gfn);
+                if (found != shouldFind || (found && slot != expected))
+                    return $"gfn 0x{gfn:x} gave {(found ? slot.ToString() : "nothing")}, expected {(shouldFind ? expected.ToString() : "nothing")} after {changesApplied} changes";
+            }
         }
 
         ulong unused = (NeverUsedBlock * BlockPages) + inside;
@@ -174,16 +189,6 @@ public sealed class MemslotLookupConcurrencyTests(ITestOutputHelper output)
         return null;
     }
 
-    private static bool CheckChurnLookup(MemslotSnapshot snapshot, int k, ulong gfn, out string? failure)
-    {
-        failure = null;
-        if (!snapshot.TryFindByGfn(0, gfn, out var found)) return false;
-        ushort id = (ushort)(ChurnBaseId + k);
-        if (found.Id != id || found.AddressSpace != 0 || found.HostAddress != ChurnHva(k) || found.Size != BlockPages * Page
-            || !found.ContainsGfn(gfn) || (found.Flags & ~KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0)
-        {
-            failure = $"gfn 0x{gfn:x} gave {found}, expected churn slot {id}";
-        }
-        return true;
-    }
+    private static Memslot ChurnSlot(int k, ulong block, uint flags) =>
+        new((ushort)(ChurnBaseId + k), 0, BlockGpa(block), BlockPages * Page, ChurnHva(k), flags);
 }
