@@ -49,11 +49,9 @@ public sealed class MemslotTable
     {
         var verdict = TryApply(request);
         if (!verdict.Accepted)
-            throw new MemslotRefusedException(request, verdict.Errno, verdict.Reason ?? "refused", refusedByKernel: verdict.Reason?.StartsWith(KernelRefusalPrefix, StringComparison.Ordinal) == true);
+            throw new MemslotRefusedException(request, verdict.Errno, verdict.Reason ?? "refused", verdict.RefusedByKernel);
         return verdict;
     }
-
-    private const string KernelRefusalPrefix = "the kernel refused";
 
     /// <summary>Apply a request; on refusal returns the verdict with its errno and reason, and nothing changed.</summary>
     public MemslotVerdict TryApply(in MemslotRequest request)
@@ -72,7 +70,7 @@ public sealed class MemslotTable
 
             int result = _backend.SetUserMemoryRegion(request.ToKernel());
             if (result < 0)
-                return verdict with { Errno = -result, Reason = $"{KernelRefusalPrefix} the {verdict.Kind} ({Errno.Name(-result)}) though KvmSharp's rules allowed it" };
+                return verdict with { Errno = -result, Reason = $"the kernel refused the {verdict.Kind} ({Errno.Name(-result)}) though KvmSharp's rules allowed it", RefusedByKernel = true };
 
             var published = current.With(verdict.Old, verdict.New);
             Volatile.Write(ref _current, published);

@@ -27,12 +27,13 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
     /// <summary>Parse; throws <see cref="ArgumentException"/> naming an unknown verb or flag, or a flag missing its value.</summary>
     public static CommandLine Parse(IReadOnlyList<string> args)
     {
-        string verb = args.Count == 0 ? "run" : args[0];
-        if (verb is "-h" or "--help") verb = "help";
+        // The verb may be left out: `kvmsharp --memory 128M` means `kvmsharp run --memory 128M`.
+        bool verbGiven = args.Count > 0 && !args[0].StartsWith('-');
+        string verb = verbGiven ? args[0] : args.Count > 0 && args[0] is "-h" or "--help" ? "help" : "run";
         if (!Verbs.Contains(verb)) throw new ArgumentException($"unknown command '{verb}'; commands: {string.Join(", ", Verbs)}");
 
         var settings = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
-        for (int i = 1; i < args.Count; i++)
+        for (int i = verbGiven ? 1 : 0; i < args.Count; i++)
         {
             string arg = args[i];
             string? inlineValue = null;
@@ -44,7 +45,8 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
             }
             if (ValueFlags.TryGetValue(arg, out string? key))
             {
-                string? value = inlineValue ?? (i + 1 < args.Count ? args[++i] : null);
+                // A following flag is not a value (`--memory --cpus 2`); `--flag=--x` still passes one.
+                string? value = inlineValue ?? (i + 1 < args.Count && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : null);
                 if (value is null) throw new ArgumentException($"{arg} needs a value");
                 settings[$"{RunOptions.Section}:{key}"] = value;
             }

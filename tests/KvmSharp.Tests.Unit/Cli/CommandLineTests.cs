@@ -157,4 +157,20 @@ public sealed class CommandLineTests
         Assert.Contains(flag, e.Message, StringComparison.Ordinal);
         Assert.Contains("needs a value", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void The_verb_may_be_left_out_before_flags()
+    {
+        var parsed = CommandLine.Parse(["--memory", "128M", "--cpus", "2"]);
+        Assert.Equal("run", parsed.Verb);
+        Assert.Equal("128M", parsed.Settings["KvmSharp:Memory"]);
+        Assert.Equal("2", parsed.Settings["KvmSharp:Cpus"]);
+    }
+
+    [Fact]
+    public void A_value_flag_followed_by_another_flag_is_missing_its_value()
+    {
+        var error = Assert.Throws<ArgumentException>(() => CommandLine.Parse(["run", "--memory", "--cpus", "2"]));
+        Assert.Contains("--memory needs a value", error.Message);
+    }
 }
