@@ -31,6 +31,7 @@ public static class Program
         builder.Configuration.AddInMemoryCollection(commandLine.Settings);
         // The serial console owns stdout; every log line goes to stderr.
         builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
         builder.Services.AddSystemd();
 
         var options = builder.Configuration.GetSection(RunOptions.Section).Get<RunOptions>() ?? new RunOptions();

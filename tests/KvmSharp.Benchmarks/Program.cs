@@ -8,6 +8,10 @@ const string Usage = """
       exit-roundtrip FILE [WARMUPS]                run FILE under KvmSharp; prints ns_per_exit=X (WARMUPS default 2)
       exit-roundtrip-raw FILE                      the same loop on KvmSharp.Kvm alone (diagnostic)
       gfn-lookup [SLOTS...]                        ns per MemslotSnapshot.TryFindByGfn (default 1 1000 32000 slots)
+      write-guest tracked-write N FILE [UNROLL]    write the 16-bit guest making N dword writes to the tracked page 0x8000
+      tracked-write FILE [WARMUPS]                 run FILE under KvmSharp with gfn 8 tracked; prints ns_per_write=X
+      tracking-ops [OPS [SECONDS [CPUS]]]          AddGfn/RemoveGfn per second while CPUS vCPUs spin writing the region
+                                                   (default 2000 operations, at most 10 s, 2 vCPUs)
     """;
 
 try
@@ -19,6 +23,14 @@ try
         ["exit-roundtrip", var file] => ExitRoundtripBench.Run(file, 2),
         ["exit-roundtrip", var file, var warmups] => ExitRoundtripBench.Run(file, ParseInt(warmups, "WARMUPS", 0)),
         ["exit-roundtrip-raw", var file] => RawExitRoundtripBench.Run(file, 2),
+        ["write-guest", "tracked-write", var n, var file] => WriteTrackedWriteGuest(n, file, null),
+        ["write-guest", "tracked-write", var n, var file, var unroll] => WriteTrackedWriteGuest(n, file, unroll),
+        ["tracked-write", var file] => TrackedWriteBench.Run(file, 2),
+        ["tracked-write", var file, var warmups] => TrackedWriteBench.Run(file, ParseInt(warmups, "WARMUPS", 0)),
+        ["tracking-ops", .. var rest] when rest.Length <= 3 => TrackingOpsBench.Run(
+            rest.Length > 0 ? ParseInt(rest[0], "OPS", 2) : TrackingOpsBench.DefaultOperations,
+            rest.Length > 1 ? ParseInt(rest[1], "SECONDS", 1) : TrackingOpsBench.DefaultSeconds,
+            rest.Length > 2 ? ParseInt(rest[2], "CPUS", 1) : TrackingOpsBench.DefaultCpus),
         ["gfn-lookup"] => GfnLookupBench.Run(GfnLookupBench.DefaultSizes),
         ["gfn-lookup", .. var sizes] => GfnLookupBench.Run(sizes.Select(s => ParseInt(s, "SLOTS", 1)).ToArray()),
         _ => Fail(Usage, 2),
@@ -42,6 +54,15 @@ static int WriteGuest(string n, string file, string? unroll)
     int exits = ParseInt(n, "N", 1);
     int factor = unroll is null ? ExitRoundtripGuest.DefaultUnroll : ParseInt(unroll, "UNROLL", 1);
     File.WriteAllBytes(file, ExitRoundtripGuest.Assemble(exits, factor));
+    return 0;
+}
+
+static int WriteTrackedWriteGuest(string n, string file, string? unroll)
+{
+    int writes = ParseInt(n, "N", 1);
+    int factor = unroll is null ? TrackedWriteGuest.DefaultUnroll : ParseInt(unroll, "UNROLL", 1);
+    if (factor > 256 || writes < factor) throw new BenchException($"UNROLL must be 1..256 and at most N, not {factor}");
+    File.WriteAllBytes(file, TrackedWriteGuest.Assemble(writes, factor));
     return 0;
 }
 

@@ -15,6 +15,7 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
         ["--mode"] = "Mode",
         ["--kvm-device"] = "KvmDevice",
         ["--serial"] = "Serial",
+        ["--track"] = "Track",
     };
 
     private static readonly Dictionary<string, string> SwitchFlags = new(StringComparer.Ordinal)
@@ -79,6 +80,9 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
           --mode long|real     CPU mode the image starts in (default long)
           --serial stdout|FILE where the guest's serial console goes (default stdout)
           --memfd              back guest RAM with a memfd
+          --track RANGES       audit guest writes to these ranges: GPA, GPA-GPA (end exclusive) or
+                               GPA+SIZE, comma-separated; e.g. --track 0x180000-0x188000 shows the
+                               built-in guest's pattern writes
           --kvm-device PATH    KVM device (default /dev/kvm)
 
         The exit status is the guest's (the byte it writes to debug-exit port 0x501); 70 means a

@@ -1,4 +1,5 @@
 using KvmSharp.Vmm.Boot;
+using KvmSharp.Vmm.Trackers;
 
 namespace KvmSharp.Cli;
 
@@ -34,6 +35,9 @@ public sealed class RunOptions
     /// <summary>Back guest RAM with a memfd (--memfd).</summary>
     public bool Memfd { get; set; }
 
+    /// <summary>Guest ranges whose writes the write-audit tracker reports (--track).</summary>
+    public string? Track { get; set; }
+
     /// <summary>Checked values, or an <see cref="OptionsException"/> naming the first bad setting.</summary>
     public ValidatedRunOptions Validate()
     {
@@ -59,11 +63,25 @@ public sealed class RunOptions
             if (!SizeParser.TryParseAddress(Entry, out ulong address)) throw new OptionsException("entry", Entry, "give an address such as 0x100000");
             entry = address;
         }
-        return new ValidatedRunOptions(memory, Cpus, Image, entry, mode, KvmDevice, Serial, Memfd);
+        IReadOnlyList<GuestRange> track = [];
+        if (!string.IsNullOrWhiteSpace(Track))
+        {
+            try
+            {
+                track = GuestRange.ParseList(Track);
+            }
+            catch (FormatException e)
+            {
+                throw new OptionsException("track", Track, e.Message + "; give GPA, GPA-GPA or GPA+SIZE, comma-separated");
+            }
+            if (track.FirstOrDefault(r => r.End > memory) is { End: > 0 } outside)
+                throw new OptionsException("track", Track, $"{outside} lies beyond guest memory ({memory >> 20} MiB)");
+        }
+        return new ValidatedRunOptions(memory, Cpus, Image, entry, mode, KvmDevice, Serial, Memfd, track);
     }
 }
 
-public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Image, ulong? Entry, CpuMode Mode, string KvmDevice, string Serial, bool Memfd);
+public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Image, ulong? Entry, CpuMode Mode, string KvmDevice, string Serial, bool Memfd, IReadOnlyList<GuestRange> Track);
 
 /// <summary>A setting has an invalid value; the message names it, its value, and what is expected.</summary>
 public sealed class OptionsException(string name, string value, string expected)

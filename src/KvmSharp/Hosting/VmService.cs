@@ -2,6 +2,7 @@ using KvmSharp.Cli;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Vmm.Guests;
 using KvmSharp.Vmm.Machine;
+using KvmSharp.Vmm.Trackers;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -42,7 +43,15 @@ public sealed class VmService(
                 SerialSink = sink,
                 KvmPath = options.KvmDevice,
                 MemfdBacking = options.Memfd,
+                Log = message => logger.LogWarning("{Message}", message),
             });
+            WriteAuditTracker? audit = null;
+            if (options.Track.Count > 0)
+            {
+                audit = new WriteAuditTracker(options.Track, message => logger.LogInformation("{Message}", message));
+                audit.Attach(vm.PageTracker);
+                logger.LogInformation("auditing guest writes to {Ranges}", string.Join(", ", options.Track));
+            }
             logger.LogInformation("booting {Image} with {Memory} MiB and {Cpus} vCPU(s)", image.Name, options.MemoryBytes >> 20, options.Cpus);
             vm.Start();
             using var input = SerialInputPump.StartIfInteractive(vm.Serial, stoppingToken);
@@ -50,6 +59,7 @@ public sealed class VmService(
             {
                 var outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
                 sink.Flush();
+                if (audit is not null) logger.LogInformation("{Summary}", audit.Summary());
                 Report(outcome, vm);
                 exitCode.ExitCode = outcome.ExitCode;
             }

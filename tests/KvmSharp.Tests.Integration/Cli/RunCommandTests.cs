@@ -123,4 +123,26 @@ public sealed class RunCommandTests
         Assert.Matches(@"guest kernel mode: (EMULATED|hardware)", result.StandardOutput);
         if (KvmAvailability.Facts!.EmulatesGuestKernelMode) Assert.Contains("warning: this KVM (kvm_pvm) emulates", result.StandardOutput);
     }
+
+    [KvmFact]
+    public void Track_audits_the_built_in_guests_pattern_writes_and_summarises_them_at_exit()
+    {
+        var result = KvmSharpProcess.Run(["run", "--track", "0x180000-0x188000"]);
+
+        Assert.True(result.ExitCode == 0, result.StandardError);
+        Assert.Contains($"checksum 0x{BuiltInGuest.ExpectedChecksum():x16}", result.StandardOutput);
+        // The first write of the pattern is the LCG seed, logged with gpa, size, value and vCPU.
+        Assert.Contains("tracked write: gpa 0x180000 size 8 value 0x9e3779b97f4a7c15 vcpu 0", result.StandardError);
+        Assert.Contains($"write audit of 0x180000-0x188000: {BuiltInGuest.PatternQwords} writes, {BuiltInGuest.PatternBytes} bytes", result.StandardError);
+        Assert.Contains("by page: 0x180000: 512,", result.StandardError);
+    }
+
+    [Fact]
+    public void A_track_range_outside_guest_memory_is_refused_by_name()
+    {
+        var result = KvmSharpProcess.Run(["run", "--memory", "16M", "--track", "0x2000000-0x2001000"]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("invalid setting track", result.StandardError);
+        Assert.Contains("beyond guest memory", result.StandardError);
+    }
 }
