@@ -6,11 +6,23 @@
 #                                     (gcc -O2 scripts/bench/exit_roundtrip.c), same guest binary;
 #                                     prints the gfn-lookup lines first; last line: ratio=X.XX
 #   scripts/bench.sh gfn-lookup       ns per MemslotSnapshot.TryFindByGfn at 1, 1000, 32000 slots
+#   scripts/bench.sh tracked-write    ns per guest write to a write-tracked page, trapped, applied and
+#                                     reported to TrackWrite, back into the guest: KvmSharp vs a minimal C
+#                                     VMM with the same read-only memslot carve (gcc -O2
+#                                     scripts/bench/tracked_write.c), same guest binary; then the
+#                                     tracking-ops figures; last line: ratio=X.XX
+#   scripts/bench.sh tracking-ops     AddGfn/RemoveGfn operations per second on a slot with vCPUs running
 #
 # Environment: BENCH_ROUNDS (default 5) rounds, each running C and KvmSharp once, alternating which
-# goes first; BENCH_EXITS (default 20000) exits per run; BENCH_UNROLL (default 1) `out`s per guest
-# loop iteration; BENCH_WARMUPS (default 2) untimed KvmSharp VMs per run before the timed one (JIT);
-# BENCH_RAW=1 also runs, each round, the same loop written on KvmSharp.Kvm alone (diagnostic).
+# goes first; BENCH_EXITS (default 20000) exits per run; BENCH_UNROLL (default 1) `out`s (tracked-write:
+# dword writes) per guest loop iteration; BENCH_WARMUPS (default 2) untimed KvmSharp VMs per run before
+# the timed one (JIT); BENCH_RAW=1 also runs, each round, the same loop written on KvmSharp.Kvm alone
+# (diagnostic). tracked-write: BENCH_WRITES (default 20000) tracked writes per run; BENCH_UNCHANGED=1
+# makes every write store the bytes memory already holds (diagnostic: KvmSharp then runs its cmpxchg
+# inspector on each write, the C reference has no such work). tracking-ops (also
+# run by tracked-write): BENCH_TRACKING_RUNS (default 3) runs, each a fresh VM with BENCH_TRACKING_CPUS
+# (default 2) spinning vCPUs doing BENCH_TRACKING_OPS (default 2000) operations, at most
+# BENCH_TRACKING_SECONDS (default 10) s of them.
 # Needs root (/dev/kvm), gcc and the .NET 10 SDK. Works from any directory.
 set -euo pipefail
 
@@ -25,7 +37,12 @@ usage: scripts/bench.sh COMMAND
 commands:
   exit-roundtrip   ns per port-I/O exit, KvmSharp vs minimal C; last line ratio=X.XX (KvmSharp / C)
   gfn-lookup       ns per gfn-to-slot lookup at 1, 1000 and 32000 memslots
+  tracked-write    ns per tracked guest write (trap, apply, TrackWrite, resume), KvmSharp vs minimal C,
+                   then tracking-ops; last line ratio=X.XX (KvmSharp / C)
+  tracking-ops     AddGfn/RemoveGfn operations per second with vCPUs running
 environment: BENCH_ROUNDS=5 BENCH_EXITS=20000 BENCH_UNROLL=1 BENCH_WARMUPS=2 BENCH_RAW=
+             BENCH_WRITES=20000 BENCH_UNCHANGED= BENCH_TRACKING_RUNS=3 BENCH_TRACKING_OPS=2000 BENCH_TRACKING_SECONDS=10
+             BENCH_TRACKING_CPUS=2
 USAGE
 }
 
@@ -126,6 +143,101 @@ exit_roundtrip() {
     awk -v k="$k_median" -v c="$c_median" 'BEGIN { printf "ratio=%.2f\n", k / c }'
 }
 
+tracked_write() {
+    local rounds=${BENCH_ROUNDS:-5} writes=${BENCH_WRITES:-20000} unroll=${BENCH_UNROLL:-1} warmups=${BENCH_WARMUPS:-2}
+    is_count "$rounds" 1 || die "BENCH_ROUNDS must be a whole number >= 1, not '$rounds'"
+    is_count "$writes" 1 || die "BENCH_WRITES must be a whole number >= 1, not '$writes'"
+    is_count "$unroll" 1 || die "BENCH_UNROLL must be a whole number >= 1, not '$unroll'"
+    (( unroll <= 256 && unroll <= writes )) || die "BENCH_UNROLL must be at most 256 and at most BENCH_WRITES, not '$unroll'"
+    is_count "$warmups" 0 || die "BENCH_WARMUPS must be a whole number >= 0, not '$warmups'"
+    tracking_ops_settings
+    command -v gcc >/dev/null || die "gcc is required to build the C reference"
+
+    local tmp
+    tmp=$(mktemp -d -t kvmsharp-bench.XXXXXX)
+    # shellcheck disable=SC2064 # expand $tmp now
+    trap "rm -rf '$tmp'" EXIT
+    gcc -O2 -Wall -Wextra -o "$tmp/tracked_write" scripts/bench/tracked_write.c || die "gcc failed"
+    local kind=changing
+    if [[ -n ${BENCH_UNCHANGED:-} ]]; then
+        kind=unchanged
+        "$BENCH_BIN" write-guest tracked-write "$writes" "$tmp/guest.bin" "$unroll" unchanged
+    else
+        "$BENCH_BIN" write-guest tracked-write "$writes" "$tmp/guest.bin" "$unroll"
+    fi
+
+    echo "tracked-write: $rounds rounds of $writes dword writes ($kind bytes) to a write-tracked page (gpa 0x8000) at CPL0 (16-bit real mode), unroll $unroll"
+    echo "  timed: first trapped write handled -> debug-exit exit handled (wall; cpu = vCPU thread CPU time)"
+    echo "  KvmSharp: full stack (VirtualMachine, VcpuRunner, ExitDispatcher, TrackedAccessInterceptor, PageTracker,"
+    echo "  a notifier that counts), after $warmups untimed warm-up VM(s) in the same process (tiered JIT);"
+    echo "  C: scripts/bench/tracked_write.c (same read-only memslot carve; memcpy into RAM + a noinline notify)"
+    local c_values=() k_values=() c_cpu=() k_cpu=() pair_ratios=() round c_out k_out c_ns k_ns
+    run_c() { c_out=$("$tmp/tracked_write" "$tmp/guest.bin") || die "C reference failed"; }
+    run_k() { k_out=$("$BENCH_BIN" tracked-write "$tmp/guest.bin" "$warmups") || die "kvmsharp-bench tracked-write failed"; }
+    for (( round = 1; round <= rounds; round++ )); do
+        # Alternate who goes first so a slow drift of the host's load favours neither side.
+        if (( round % 2 )); then run_c; run_k; else run_k; run_c; fi
+        c_ns=$(field ns_per_write "$c_out")
+        k_ns=$(field ns_per_write "$k_out")
+        [[ -n $c_ns && -n $k_ns ]] || die "a run printed no ns_per_write"
+        [[ $(field tracked_writes "$c_out") == "$writes" && $(field tracked_writes "$k_out") == "$writes" ]] ||
+            die "tracked write counts differ from $writes (C: $(field tracked_writes "$c_out"), KvmSharp: $(field tracked_writes "$k_out"))"
+        c_values+=("$c_ns")
+        k_values+=("$k_ns")
+        c_cpu+=("$(field cpu_ns_per_write "$c_out")")
+        k_cpu+=("$(field cpu_ns_per_write "$k_out")")
+        pair_ratios+=("$(awk -v k="$k_ns" -v c="$c_ns" 'BEGIN { printf "%.4f", k / c }')")
+        printf 'round %d: c=%s ns/write (cpu %s)  kvmsharp=%s ns/write (cpu %s, cold %s)\n' "$round" \
+            "$c_ns" "$(field cpu_ns_per_write "$c_out")" "$k_ns" "$(field cpu_ns_per_write "$k_out")" \
+            "$(field cold_ns_per_write "$k_out")"
+    done
+
+    local c_median k_median c_cpu_median k_cpu_median
+    c_median=$(median "${c_values[@]}")
+    k_median=$(median "${k_values[@]}")
+    c_cpu_median=$(median "${c_cpu[@]}")
+    k_cpu_median=$(median "${k_cpu[@]}")
+    # Diagnostics, as for exit-roundtrip: CPU time leaves out preemption; per-round ratios pair neighbours.
+    echo "median cpu: c=$c_cpu_median ns/write  kvmsharp=$k_cpu_median ns/write  cpu ratio $(awk -v k="$k_cpu_median" -v c="$c_cpu_median" 'BEGIN { printf "%.2f", k / c }')"
+    echo "median of per-round ratios: $(median "${pair_ratios[@]}" | awk '{ printf "%.2f", $1 }')"
+    echo "median: c=$c_median ns/write  kvmsharp=$k_median ns/write"
+
+    tracking_ops
+
+    # The figure the target applies to: wall time, which would also show any wait the vCPU thread made.
+    awk -v k="$k_median" -v c="$c_median" 'BEGIN { printf "ratio=%.2f\n", k / c }'
+}
+
+tracking_ops_settings() {
+    tracking_runs=${BENCH_TRACKING_RUNS:-3} tracking_count=${BENCH_TRACKING_OPS:-2000}
+    tracking_seconds=${BENCH_TRACKING_SECONDS:-10} tracking_cpus=${BENCH_TRACKING_CPUS:-2}
+    is_count "$tracking_runs" 1 || die "BENCH_TRACKING_RUNS must be a whole number >= 1, not '$tracking_runs'"
+    is_count "$tracking_count" 2 || die "BENCH_TRACKING_OPS must be a whole number >= 2, not '$tracking_count'"
+    is_count "$tracking_seconds" 1 || die "BENCH_TRACKING_SECONDS must be a whole number >= 1, not '$tracking_seconds'"
+    is_count "$tracking_cpus" 1 || die "BENCH_TRACKING_CPUS must be a whole number >= 1, not '$tracking_cpus'"
+}
+
+# AddGfn/RemoveGfn per second while vCPUs spin writing the region the gfns are drawn from.
+tracking_ops() {
+    local tracking_runs tracking_count tracking_seconds tracking_cpus
+    tracking_ops_settings
+    echo "tracking-ops: $tracking_runs runs of up to $tracking_count alternating AddGfn/RemoveGfn (add g, remove g) on random gfns"
+    echo "  of a 64-page region of slot 0, at most ${tracking_seconds} s each, while $tracking_cpus vCPU(s) spin writing that region"
+    echo "  (each operation re-carves the slot: pause all vCPUs, KVM_SET_USER_MEMORY_REGION x2-3, resume)"
+    local run out ops_values=() pair_values=()
+    for (( run = 1; run <= tracking_runs; run++ )); do
+        out=$("$BENCH_BIN" tracking-ops "$tracking_count" "$tracking_seconds" "$tracking_cpus") || die "kvmsharp-bench tracking-ops failed"
+        ops_values+=("$(field tracking_ops_per_s "$out")")
+        pair_values+=("$(field tracking_pairs_per_s "$out")")
+        printf 'tracking run %d: %s ops in %s s: %s ops/s (%s add+remove pairs/s); add median %s us (p99 %s), remove median %s us (p99 %s); host cpu %s us/op; guest passes %s, tracked writes %s\n' \
+            "$run" "$(field tracking_ops "$out")" "$(field wall_s "$out")" "$(field tracking_ops_per_s "$out")" \
+            "$(field tracking_pairs_per_s "$out")" "$(field add_us_median "$out")" "$(field add_us_p99 "$out")" \
+            "$(field remove_us_median "$out")" "$(field remove_us_p99 "$out")" "$(field host_cpu_us_per_op "$out")" \
+            "$(field guest_passes_during "$out")" "$(field tracked_writes_during "$out")"
+    done
+    echo "tracking_ops_per_s=$(median "${ops_values[@]}" | awk '{ printf "%.0f", $1 }') tracking_pairs_per_s=$(median "${pair_values[@]}" | awk '{ printf "%.0f", $1 }') (median of $tracking_runs runs, $tracking_cpus vCPUs running)"
+}
+
 case ${1:-} in
     exit-roundtrip)
         [[ $# -eq 1 ]] || { usage; exit 2; }
@@ -138,7 +250,19 @@ case ${1:-} in
         build_bench
         gfn_lookup
         ;;
-    # tracked-write) ... ;;   boot) ... ;;   (later benchmarks go here)
+    tracked-write)
+        [[ $# -eq 1 ]] || { usage; exit 2; }
+        require_kvm
+        build_bench
+        tracked_write
+        ;;
+    tracking-ops)
+        [[ $# -eq 1 ]] || { usage; exit 2; }
+        require_kvm
+        build_bench
+        tracking_ops
+        ;;
+    # boot) ... ;;   (later benchmarks go here)
     -h|--help|help)
         usage
         ;;

@@ -56,6 +56,19 @@ public sealed unsafe class KvmVcpu : IDisposable
         fixed (kvm_sregs* p = &sregs) NativeIoctl.Checked(Fd, KvmIoctls.KVM_SET_SREGS, p);
     }
 
+    /// <summary>KVM_GET_LAPIC: the in-kernel local APIC's register page (needs KVM_CREATE_IRQCHIP).</summary>
+    public kvm_lapic_state GetLapic()
+    {
+        kvm_lapic_state state;
+        NativeIoctl.Checked(Fd, KvmIoctls.KVM_GET_LAPIC, &state);
+        return state;
+    }
+
+    public void SetLapic(in kvm_lapic_state state)
+    {
+        fixed (kvm_lapic_state* p = &state) NativeIoctl.Checked(Fd, KvmIoctls.KVM_SET_LAPIC, p);
+    }
+
     public kvm_fpu GetFpu()
     {
         kvm_fpu fpu;

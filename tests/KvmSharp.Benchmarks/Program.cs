@@ -8,7 +8,9 @@ const string Usage = """
       exit-roundtrip FILE [WARMUPS]                run FILE under KvmSharp; prints ns_per_exit=X (WARMUPS default 2)
       exit-roundtrip-raw FILE                      the same loop on KvmSharp.Kvm alone (diagnostic)
       gfn-lookup [SLOTS...]                        ns per MemslotSnapshot.TryFindByGfn (default 1 1000 32000 slots)
-      write-guest tracked-write N FILE [UNROLL]    write the 16-bit guest making N dword writes to the tracked page 0x8000
+      write-guest tracked-write N FILE [UNROLL [unchanged]]
+                                                   write the 16-bit guest making N dword writes to the tracked page 0x8000
+                                                   (unchanged: each write stores the bytes memory holds; diagnostic)
       tracked-write FILE [WARMUPS]                 run FILE under KvmSharp with gfn 8 tracked; prints ns_per_write=X
       tracking-ops [OPS [SECONDS [CPUS]]]          AddGfn/RemoveGfn per second while CPUS vCPUs spin writing the region
                                                    (default 2000 operations, at most 10 s, 2 vCPUs)
@@ -25,6 +27,7 @@ try
         ["exit-roundtrip-raw", var file] => RawExitRoundtripBench.Run(file, 2),
         ["write-guest", "tracked-write", var n, var file] => WriteTrackedWriteGuest(n, file, null),
         ["write-guest", "tracked-write", var n, var file, var unroll] => WriteTrackedWriteGuest(n, file, unroll),
+        ["write-guest", "tracked-write", var n, var file, var unroll, "unchanged"] => WriteTrackedWriteGuest(n, file, unroll, unchanged: true),
         ["tracked-write", var file] => TrackedWriteBench.Run(file, 2),
         ["tracked-write", var file, var warmups] => TrackedWriteBench.Run(file, ParseInt(warmups, "WARMUPS", 0)),
         ["tracking-ops", .. var rest] when rest.Length <= 3 => TrackingOpsBench.Run(
@@ -57,12 +60,12 @@ static int WriteGuest(string n, string file, string? unroll)
     return 0;
 }
 
-static int WriteTrackedWriteGuest(string n, string file, string? unroll)
+static int WriteTrackedWriteGuest(string n, string file, string? unroll, bool unchanged = false)
 {
     int writes = ParseInt(n, "N", 1);
     int factor = unroll is null ? TrackedWriteGuest.DefaultUnroll : ParseInt(unroll, "UNROLL", 1);
     if (factor > 256 || writes < factor) throw new BenchException($"UNROLL must be 1..256 and at most N, not {factor}");
-    File.WriteAllBytes(file, TrackedWriteGuest.Assemble(writes, factor));
+    File.WriteAllBytes(file, TrackedWriteGuest.Assemble(writes, factor, unchanged));
     return 0;
 }
 

@@ -13,10 +13,15 @@ namespace KvmSharp.Benchmarks;
 /// <para>The page sits between the code (0x1000) and the real-mode stack (below 0xFFF0); in real mode
 /// KvmSharp writes no page tables, so nothing else lives there.</para>
 /// <para>Each write stores the loop counter, so its bytes always differ from what memory holds: a
-/// write of unchanged bytes would make KvmSharp ask its cmpxchg inspector (a register read) and would
-/// measure that instead. The loop body holds <c>unroll</c> writes (to consecutive dwords) per
-/// <c>dec ecx; jnz</c>; a remainder of N mod unroll writes of 0xFFFFFFFF runs before the loop. The
-/// last iteration writes 1 to every dword used, which both sides check landed.</para>
+/// write of unchanged bytes makes KvmSharp ask its cmpxchg inspector (register reads and a decode)
+/// and would measure that instead. The loop body holds <c>unroll</c> writes (to consecutive dwords)
+/// per <c>dec ecx; jnz</c>; a remainder of N mod unroll writes of 0xFFFFFFFF runs before the loop.
+/// The last iteration writes 1 to every dword used.</para>
+/// <para>With <c>unchanged</c> (a diagnostic), every write stores 0 (eax) over the 0 the page already
+/// holds instead: the case a failed cmpxchg must be told apart from.</para>
+/// <para>Before the debug-exit write the guest reads back the first dword (reads of the read-only
+/// carve do not exit: they see the backing memory) and exits with status 1 if its last write did not
+/// land there, so both sides check the writes were applied by checking the exit status.</para>
 /// </remarks>
 public static class TrackedWriteGuest
 {
@@ -27,7 +32,7 @@ public static class TrackedWriteGuest
     public const ulong MemoryBytes = 1UL << 20;
     public const int DefaultUnroll = 1;
 
-    public static byte[] Assemble(int writes, int unroll = DefaultUnroll)
+    public static byte[] Assemble(int writes, int unroll = DefaultUnroll, bool unchanged = false)
     {
         if (writes < 1) throw new ArgumentOutOfRangeException(nameof(writes), "give at least one write");
         if (unroll < 1 || unroll > 256) throw new ArgumentOutOfRangeException(nameof(unroll), "unroll must be 1..256");
@@ -37,22 +42,32 @@ public static class TrackedWriteGuest
         var loop = a.CreateLabel();
         var done = a.CreateLabel();
         var park = a.CreateLabel();
+        var fail = a.CreateLabel();
+        var value = unchanged ? eax : ecx;
 
         a.mov(bx, (ushort)TargetAddress); // DS base is 0 out of reset
+        a.xor(eax, eax);
         a.mov(ecx, 0xFFFF_FFFFu);
-        for (int i = 0; i < writes % unroll; i++) a.mov(__dword_ptr[bx + 4 * i], ecx);
+        for (int i = 0; i < writes % unroll; i++) a.mov(__dword_ptr[bx + 4 * i], value);
         a.mov(ecx, (uint)(writes / unroll));
         a.jecxz(done);
         a.Label(ref loop);
-        for (int i = 0; i < unroll; i++) a.mov(__dword_ptr[bx + 4 * i], ecx);
+        for (int i = 0; i < unroll; i++) a.mov(__dword_ptr[bx + 4 * i], value);
         a.dec(ecx);
         a.jnz(loop);
         a.Label(ref done);
+        a.cmp(__dword_ptr[bx], unchanged ? 0 : 1);
+        a.jne(fail);
         a.xor(eax, eax);
         a.mov(dx, DebugExitPort);
         a.@out(dx, al); // al = 0: guest exit status 0
         a.Label(ref park);
         a.hlt();
+        a.jmp(park);
+        a.Label(ref fail);
+        a.mov(al, 1);
+        a.mov(dx, DebugExitPort);
+        a.@out(dx, al); // status 1: the last write is not in memory
         a.jmp(park);
 
         using var stream = new MemoryStream();

@@ -37,6 +37,8 @@ internal static unsafe class KvmIoctls
     public static readonly uint KVM_SET_SIGNAL_MASK = IOW(KVMIO, 0x8b, sizeof(kvm_signal_mask));
     public static readonly uint KVM_GET_FPU = IOR(KVMIO, 0x8c, sizeof(kvm_fpu));
     public static readonly uint KVM_SET_FPU = IOW(KVMIO, 0x8d, sizeof(kvm_fpu));
+    public static readonly uint KVM_GET_LAPIC = IOR(KVMIO, 0x8e, sizeof(kvm_lapic_state));
+    public static readonly uint KVM_SET_LAPIC = IOW(KVMIO, 0x8f, sizeof(kvm_lapic_state));
     public static readonly uint KVM_SET_CPUID2 = IOW(KVMIO, 0x90, sizeof(kvm_cpuid2));
     public static readonly uint KVM_GET_CPUID2 = IOWR(KVMIO, 0x91, sizeof(kvm_cpuid2));
 

@@ -150,3 +150,9 @@ public struct kvm_signal_mask
 {
     public uint len;
 }
+
+[KvmLayout("struct kvm_lapic_state"), StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_lapic_state
+{
+    public fixed byte regs[1024];
+}

@@ -7,6 +7,7 @@ using KvmSharp.Memory.Memslots;
 using KvmSharp.Memory.PageTracking;
 using KvmSharp.Memory.Regions;
 using KvmSharp.Vmm.Boot;
+using KvmSharp.Vmm.Boot.Linux;
 using KvmSharp.Vmm.Diagnostics;
 using KvmSharp.Vmm.Memory;
 using KvmSharp.Vmm.PageTracking;
@@ -51,14 +52,21 @@ public sealed class VirtualMachine : IDisposable
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
         Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker) };
-        Serial = new Serial16550(config.SerialSink);
+        HasIrqchip = config.Linux is not null;
+        Serial = new Serial16550(config.SerialSink, HasIrqchip ? new KvmIrqLine(vm, SerialIrq) : null);
         DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
         PortBus.Register(config.SerialPort, Serial16550.RegisterBlockLength, Serial, "serial0 (16550A)");
         PortBus.Register(config.DebugExitPort, DebugExitPort.RegisterBlockLength, DebugExit, "debug-exit");
         _supportedCpuid = system.GetSupportedCpuid();
     }
 
+    /// <summary>COM1's ISA interrupt.</summary>
+    public const uint SerialIrq = 4;
+
     public VmConfig Config { get; }
+
+    /// <summary>True when KVM emulates the PIC, IOAPIC, LAPICs and PIT (Linux guests).</summary>
+    public bool HasIrqchip { get; }
     public KvmSystem System { get; }
     public KvmVm Kvm { get; }
     public MemslotTable Memslots { get; }
@@ -97,6 +105,12 @@ public sealed class VirtualMachine : IDisposable
             vm = system.CreateVm();
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_TSS_ADDR) > 0) vm.SetTssAddress(TssAddress);
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) vm.SetIdentityMapAddress(IdentityMapAddress);
+            if (config.Linux is not null)
+            {
+                // Linux wants the PC's interrupt controllers and timer; KVM emulates them in the kernel.
+                vm.CreateIrqchip();
+                vm.CreatePit2();
+            }
             machine = new VirtualMachine(config, system, vm);
             machine.LayOutRam();
             machine.LoadImage();
@@ -129,9 +143,21 @@ public sealed class VirtualMachine : IDisposable
         Memslots.Apply(MemslotRequest.Create(slot, guestAddress, size, region.HostAddress));
     }
 
+    private LinuxLoader.Result? _linux;
+
+    /// <summary>Where the Linux kernel, initrd and zero page went (Linux guests only).</summary>
+    public LinuxLoader.Result? LinuxBoot => _linux;
+
     private void LoadImage()
     {
-        var image = Config.Image;
+        if (Config.Linux is { } linux)
+        {
+            LongModeSetup.WriteTables(Memory);
+            var ram = Memslots.Current.Slots(0).Select(s => (s.GuestPhysAddr, s.Size)).ToList();
+            _linux = LinuxLoader.Load(Memory, ram, linux, Config.Cpus);
+            return;
+        }
+        var image = Config.Image!;
         if (image.Mode == CpuMode.Long)
         {
             if (image.LoadAddress < LongModeSetup.LowestUsableAfterTables)
@@ -159,7 +185,18 @@ public sealed class VirtualMachine : IDisposable
     private void ConfigureVcpu(KvmVcpu vcpu)
     {
         CpuidSetup.Apply(vcpu, _supportedCpuid);
-        var image = Config.Image;
+        if (_linux is { } linux)
+        {
+            var refused = LinuxVcpuSetup.SetBootMsrs(vcpu);
+            if (refused.Count > 0 && vcpu.Id == 0)
+                Config.Log?.Invoke($"this KVM refused boot MSRs {string.Join(", ", refused.Select(m => $"0x{m:x}"))}; continuing");
+            LinuxVcpuSetup.SetFpu(vcpu);
+            LinuxVcpuSetup.SetLapicLints(vcpu);
+            // Only the boot vCPU starts at the kernel; the others wait for INIT/SIPI in the in-kernel LAPIC.
+            if (vcpu.Id == 0) LongModeSetup.Enter(vcpu, linux.Entry, LongModeSetup.Pml4Address - 16, [0, linux.ZeroPage]);
+            return;
+        }
+        var image = Config.Image!;
         if (image.Mode == CpuMode.Real)
         {
             RealModeSetup.Enter(vcpu, image.Entry);

@@ -10,7 +10,11 @@ public sealed record VmConfig
 
     public ulong MemoryBytes { get; init; } = 64UL << 20;
     public int Cpus { get; init; } = 1;
-    public required GuestImage Image { get; init; }
+    /// <summary>A flat binary to boot; exactly one of <see cref="Image"/> and <see cref="Linux"/>.</summary>
+    public GuestImage? Image { get; init; }
+
+    /// <summary>A Linux kernel to boot through the 64-bit boot protocol, with irqchip, PIT and legacy devices.</summary>
+    public Boot.Linux.LinuxBootConfig? Linux { get; init; }
     public required ISerialSink SerialSink { get; init; }
     public string KvmPath { get; init; } = Kvm.KvmSystem.DefaultPath;
     public ushort SerialPort { get; init; } = 0x3F8;
@@ -32,9 +36,11 @@ public sealed record VmConfig
             throw new ArgumentException($"memory: {MemoryBytes} bytes is invalid; give a whole number of MiB, at least 1 MiB");
         if (Cpus < 1 || Cpus > MaximumCpus)
             throw new ArgumentException($"cpus: {Cpus} is invalid; give 1 to {MaximumCpus}");
-        if (Image.LoadAddress + (ulong)Image.Bytes.Length > MemoryBytes)
+        if ((Image is null) == (Linux is null))
+            throw new ArgumentException("give either a flat image or a Linux kernel to boot, not both or neither");
+        if (Image is not null && Image.LoadAddress + (ulong)Image.Bytes.Length > MemoryBytes)
             throw new ArgumentException($"image '{Image.Name}' ({Image.Bytes.Length} bytes at 0x{Image.LoadAddress:x}) does not fit in {MemoryBytes >> 20} MiB of memory");
-        if (Image.Entry >= MemoryBytes)
+        if (Image is not null && Image.Entry >= MemoryBytes)
             throw new ArgumentException($"entry: 0x{Image.Entry:x} is outside guest memory ({MemoryBytes >> 20} MiB)");
     }
 }

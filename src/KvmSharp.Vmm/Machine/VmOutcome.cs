@@ -4,9 +4,13 @@ namespace KvmSharp.Vmm.Machine;
 public sealed record VmOutcome(VmExitKind Kind, int ExitCode, string Summary, string? Report = null)
 {
     /// <summary>Exit codes for endings the guest did not choose (a guest's own status is 0-255 as written).</summary>
-    public const int HaltedCode = 0, StoppedCode = 0, ErrorCode = 70, FaultCode = 71;
+    public const int HaltedCode = 0, StoppedCode = 0, RebootCode = 0, ExpectMatchedCode = 0, ExpectUnmetCode = 1, ErrorCode = 70, FaultCode = 71, TimeoutCode = 124;
 
     public static VmOutcome GuestExit(byte status) => new(VmExitKind.GuestExit, status, $"guest exited with status {status}");
+    public static VmOutcome Reboot(string how) => new(VmExitKind.Reboot, RebootCode, $"the guest rebooted ({how})");
+    public static VmOutcome ExpectMatched(string text) => new(VmExitKind.Expected, ExpectMatchedCode, $"the console showed '{text}'");
+    public static VmOutcome Timeout(TimeSpan after, string? waitingFor) =>
+        new(VmExitKind.Timeout, TimeoutCode, waitingFor is null ? $"timed out after {after.TotalSeconds:0.#} s" : $"timed out after {after.TotalSeconds:0.#} s waiting for '{waitingFor}' on the console");
     public static VmOutcome Halted() => new(VmExitKind.Halted, HaltedCode, "all vCPUs halted");
     public static VmOutcome Stopped(string why) => new(VmExitKind.Stopped, StoppedCode, $"stopped: {why}");
     public static VmOutcome Fault(string summary, string report) => new(VmExitKind.Fault, FaultCode, summary, report);

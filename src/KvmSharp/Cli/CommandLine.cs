@@ -16,6 +16,12 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
         ["--kvm-device"] = "KvmDevice",
         ["--serial"] = "Serial",
         ["--track"] = "Track",
+        ["--kernel"] = "Kernel",
+        ["--initrd"] = "Initrd",
+        ["--cmdline"] = "Cmdline",
+        ["--expect"] = "Expect",
+        ["--timeout"] = "Timeout",
+        ["--on-reboot"] = "OnReboot",
     };
 
     private static readonly Dictionary<string, string> SwitchFlags = new(StringComparer.Ordinal)
@@ -78,6 +84,13 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
           --image FILE         flat binary to boot instead of the built-in guest
           --entry ADDR         load and entry address of --image, e.g. 0x100000
           --mode long|real     CPU mode the image starts in (default long)
+          --kernel BZIMAGE     boot Linux through the 64-bit boot protocol (in-kernel irqchip, PIT,
+                               16550 on IRQ 4, i8042, CMOS RTC, MP table for --cpus)
+          --initrd FILE        initrd for --kernel
+          --cmdline TEXT       kernel command line (default "console=ttyS0 reboot=k panic=-1")
+          --on-reboot exit|restart   what a guest reboot does (default exit, status 0)
+          --expect TEXT        exit 0 as soon as the console shows TEXT (CI boot tests)
+          --timeout SECONDS    give up after SECONDS: exit 124 with the console's tail
           --serial stdout|FILE where the guest's serial console goes (default stdout)
           --memfd              back guest RAM with a memfd
           --track RANGES       audit guest writes to these ranges: GPA, GPA-GPA (end exclusive) or
@@ -86,6 +99,8 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
           --kvm-device PATH    KVM device (default /dev/kvm)
 
         The exit status is the guest's (the byte it writes to debug-exit port 0x501); 70 means a
-        KvmSharp error, 71 a guest fault (triple fault, KVM entry failure), 2 invalid settings.
+        KvmSharp error, 71 a guest fault (triple fault, KVM entry failure), 2 invalid settings;
+        with --expect: 0 when the text appears, 124 on timeout, 1 (or the fault's code) when the
+        guest ends first.
         """;
 }

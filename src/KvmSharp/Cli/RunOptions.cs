@@ -38,6 +38,26 @@ public sealed class RunOptions
     /// <summary>Guest ranges whose writes the write-audit tracker reports (--track).</summary>
     public string? Track { get; set; }
 
+    /// <summary>A Linux bzImage to boot (--kernel).</summary>
+    public string? Kernel { get; set; }
+
+    /// <summary>The initrd for <see cref="Kernel"/> (--initrd).</summary>
+    public string? Initrd { get; set; }
+
+    /// <summary>The kernel command line (--cmdline).</summary>
+    public string Cmdline { get; set; } = DefaultCmdline;
+
+    public const string DefaultCmdline = "console=ttyS0 reboot=k panic=-1";
+
+    /// <summary>Exit 0 as soon as the console shows this text (--expect).</summary>
+    public string? Expect { get; set; }
+
+    /// <summary>Give up after this many seconds, exiting 124 with the console's tail (--timeout).</summary>
+    public double? Timeout { get; set; }
+
+    /// <summary>What a guest reboot does: exit (default) or restart (--on-reboot).</summary>
+    public string OnReboot { get; set; } = "exit";
+
     /// <summary>Checked values, or an <see cref="OptionsException"/> naming the first bad setting.</summary>
     public ValidatedRunOptions Validate()
     {
@@ -50,6 +70,33 @@ public sealed class RunOptions
             "long" => CpuMode.Long,
             "real" => CpuMode.Real,
             _ => throw new OptionsException("mode", Mode, "give long or real"),
+        };
+        if (Kernel is not null)
+        {
+            if (Image is not null) throw new OptionsException("kernel", Kernel, "give either --kernel or --image, not both");
+            if (!File.Exists(Kernel)) throw new OptionsException("kernel", Kernel, "the file does not exist");
+            try
+            {
+                Vmm.Boot.Linux.BzImage.Load(Kernel);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new OptionsException("kernel", Kernel, e.Message);
+            }
+            if (Initrd is not null && !File.Exists(Initrd)) throw new OptionsException("initrd", Initrd, "the file does not exist");
+        }
+        else if (Initrd is not null)
+        {
+            throw new OptionsException("initrd", Initrd, "--initrd only applies with --kernel");
+        }
+        if (Timeout is { } seconds && (seconds <= 0 || double.IsNaN(seconds) || seconds > 7 * 24 * 3600))
+            throw new OptionsException("timeout", seconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "give a number of seconds above 0");
+        if (Expect is not null && Expect.Length == 0) throw new OptionsException("expect", "", "give the text to wait for");
+        bool restartOnReboot = OnReboot.ToLowerInvariant() switch
+        {
+            "exit" => false,
+            "restart" => true,
+            _ => throw new OptionsException("on-reboot", OnReboot, "give exit or restart"),
         };
         ulong? entry = null;
         if (Image is not null)
@@ -77,11 +124,27 @@ public sealed class RunOptions
             if (track.FirstOrDefault(r => r.End > memory) is { End: > 0 } outside)
                 throw new OptionsException("track", Track, $"{outside} lies beyond guest memory ({memory >> 20} MiB)");
         }
-        return new ValidatedRunOptions(memory, Cpus, Image, entry, mode, KvmDevice, Serial, Memfd, track);
+        return new ValidatedRunOptions(memory, Cpus, Image, entry, mode, KvmDevice, Serial, Memfd, track)
+        {
+            Kernel = Kernel,
+            Initrd = Initrd,
+            Cmdline = Cmdline,
+            Expect = Expect,
+            Timeout = Timeout is { } t ? TimeSpan.FromSeconds(t) : null,
+            RestartOnReboot = restartOnReboot,
+        };
     }
 }
 
-public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Image, ulong? Entry, CpuMode Mode, string KvmDevice, string Serial, bool Memfd, IReadOnlyList<GuestRange> Track);
+public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Image, ulong? Entry, CpuMode Mode, string KvmDevice, string Serial, bool Memfd, IReadOnlyList<GuestRange> Track)
+{
+    public string? Kernel { get; init; }
+    public string? Initrd { get; init; }
+    public string Cmdline { get; init; } = RunOptions.DefaultCmdline;
+    public string? Expect { get; init; }
+    public TimeSpan? Timeout { get; init; }
+    public bool RestartOnReboot { get; init; }
+}
 
 /// <summary>A setting has an invalid value; the message names it, its value, and what is expected.</summary>
 public sealed class OptionsException(string name, string value, string expected)

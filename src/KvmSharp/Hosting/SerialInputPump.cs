@@ -2,7 +2,7 @@ using KvmSharp.Devices.Serial;
 
 namespace KvmSharp.Hosting;
 
-/// <summary>Feeds what the user types into the UART's receive FIFO, when stdin is a terminal.</summary>
+/// <summary>Feeds stdin (what the user types, or a pipe) into the UART's receive FIFO until EOF.</summary>
 public sealed class SerialInputPump : IDisposable
 {
     private readonly CancellationTokenSource _stop;
@@ -14,8 +14,7 @@ public sealed class SerialInputPump : IDisposable
         thread.Start();
     }
 
-    public static SerialInputPump? StartIfInteractive(Serial16550 serial, CancellationToken cancellation) =>
-        Console.IsInputRedirected ? null : new SerialInputPump(serial, cancellation);
+    public static SerialInputPump Start(Serial16550 serial, CancellationToken cancellation) => new(serial, cancellation);
 
     private static void Pump(Serial16550 serial, CancellationToken cancellation)
     {

@@ -1,5 +1,8 @@
+using System.Diagnostics;
 using KvmSharp.Cli;
 using KvmSharp.Devices.Serial;
+using KvmSharp.Kvm;
+using KvmSharp.Vmm.Boot.Linux;
 using KvmSharp.Vmm.Guests;
 using KvmSharp.Vmm.Machine;
 using KvmSharp.Vmm.Trackers;
@@ -9,8 +12,9 @@ using Microsoft.Extensions.Logging;
 namespace KvmSharp.Hosting;
 
 /// <summary>
-/// Runs one VM for the life of the host. The VM ending stops the host with the guest's status;
-/// the host stopping (Ctrl-C, SIGTERM, systemd) stops the VM cleanly.
+/// Runs one VM for the life of the host (again after each reboot with --on-reboot restart). The VM
+/// ending stops the host with the guest's status; the host stopping (Ctrl-C, SIGTERM, systemd) stops
+/// the VM cleanly. With --expect/--timeout it watches the console and decides the exit status.
 /// </summary>
 public sealed class VmService(
     ValidatedRunOptions options,
@@ -18,67 +22,155 @@ public sealed class VmService(
     IHostApplicationLifetime lifetime,
     ILogger<VmService> logger) : BackgroundService
 {
+    private const int TailLines = 25;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         await Task.Yield();
-        StreamSerialSink? sink = null;
-        VirtualMachine? vm = null;
+        StreamSerialSink? console = null;
         try
         {
             Stream output = options.Serial == "stdout"
                 ? Console.OpenStandardOutput()
                 : new FileStream(options.Serial, FileMode.Create, FileAccess.Write, FileShare.Read);
-            sink = new StreamSerialSink(output, leaveOpen: options.Serial == "stdout", maxFlushDelay: TimeSpan.FromMilliseconds(20));
-            var image = options.Image is null
-                ? BuiltInGuest.Create()
-                : GuestImage.FromFile(options.Image, options.Entry!.Value, options.Mode);
-            if (options.Image is null && options.MemoryBytes < BuiltInGuest.MinimumMemory)
-                throw new OptionsException("memory", $"{options.MemoryBytes >> 20}M", $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
+            console = new StreamSerialSink(output, leaveOpen: options.Serial == "stdout", maxFlushDelay: TimeSpan.FromMilliseconds(20));
+            var capture = options.Expect is not null || options.Timeout is not null ? new CapturingSerialSink() : null;
+            ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
+            if (options.Kernel is not null) WarnIfGuestKernelModeIsEmulated();
 
-            vm = VirtualMachine.Create(new VmConfig
+            var clock = Stopwatch.StartNew();
+            VmOutcome outcome;
+            int boots = 0;
+            do
             {
-                MemoryBytes = options.MemoryBytes,
-                Cpus = options.Cpus,
-                Image = image,
-                SerialSink = sink,
-                KvmPath = options.KvmDevice,
-                MemfdBacking = options.Memfd,
-                Log = message => logger.LogWarning("{Message}", message),
-            });
-            WriteAuditTracker? audit = null;
-            if (options.Track.Count > 0)
-            {
-                audit = new WriteAuditTracker(options.Track, message => logger.LogInformation("{Message}", message));
-                audit.Attach(vm.PageTracker);
-                logger.LogInformation("auditing guest writes to {Ranges}", string.Join(", ", options.Track));
+                if (boots++ > 0) logger.LogInformation("the guest rebooted: restarting it (--on-reboot restart)");
+                outcome = await RunOnce(sink, console, capture, clock, stoppingToken);
             }
-            logger.LogInformation("booting {Image} with {Memory} MiB and {Cpus} vCPU(s)", image.Name, options.MemoryBytes >> 20, options.Cpus);
-            vm.Start();
-            using var input = SerialInputPump.StartIfInteractive(vm.Serial, stoppingToken);
-            using (stoppingToken.Register(() => vm.Stop("the host is shutting down")))
-            {
-                var outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
-                sink.Flush();
-                if (audit is not null) logger.LogInformation("{Summary}", audit.Summary());
-                Report(outcome, vm);
-                exitCode.ExitCode = outcome.ExitCode;
-            }
+            while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested);
+
+            exitCode.ExitCode = Conclude(outcome, capture);
         }
         catch (OptionsException e)
         {
             logger.LogError("{Message}", e.Message);
             exitCode.ExitCode = 2;
         }
-        catch (Exception e) when (e is Kvm.KvmException or ArgumentException or IOException)
+        catch (Exception e) when (e is KvmException or ArgumentException or IOException or InvalidDataException)
         {
             logger.LogError("{Message}", e.Message);
             exitCode.ExitCode = VmOutcome.ErrorCode;
         }
         finally
         {
-            vm?.Dispose();
-            sink?.Dispose();
+            console?.Dispose();
             lifetime.StopApplication();
+        }
+    }
+
+    private async Task<VmOutcome> RunOnce(ISerialSink sink, StreamSerialSink console, CapturingSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
+    {
+        using var vm = VirtualMachine.Create(BuildConfig(sink));
+        WriteAuditTracker? audit = null;
+        if (options.Track.Count > 0)
+        {
+            audit = new WriteAuditTracker(options.Track, message => logger.LogInformation("{Message}", message));
+            audit.Attach(vm.PageTracker);
+            logger.LogInformation("auditing guest writes to {Ranges}", string.Join(", ", options.Track));
+        }
+        logger.LogInformation("booting {Guest} with {Memory} MiB and {Cpus} vCPU(s)",
+            options.Kernel ?? options.Image ?? "the built-in guest", options.MemoryBytes >> 20, options.Cpus);
+
+        vm.Start();
+        using var input = SerialInputPump.Start(vm.Serial, stoppingToken);
+        using var watching = new CancellationTokenSource();
+        var watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
+        VmOutcome outcome;
+        using (stoppingToken.Register(() => vm.Stop("the host is shutting down")))
+        {
+            outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
+        }
+        watching.Cancel();
+        await watcher;
+        console.Flush();
+        if (audit is not null) logger.LogInformation("{Summary}", audit.Summary());
+        Report(outcome, vm);
+        return outcome;
+    }
+
+    private VmConfig BuildConfig(ISerialSink sink)
+    {
+        GuestImage? image = null;
+        LinuxBootConfig? linux = null;
+        if (options.Kernel is not null) linux = new LinuxBootConfig(options.Kernel, options.Initrd, options.Cmdline);
+        else if (options.Image is not null) image = GuestImage.FromFile(options.Image, options.Entry!.Value, options.Mode);
+        else
+        {
+            if (options.MemoryBytes < BuiltInGuest.MinimumMemory)
+                throw new OptionsException("memory", $"{options.MemoryBytes >> 20}M", $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
+            image = BuiltInGuest.Create();
+        }
+        return new VmConfig
+        {
+            MemoryBytes = options.MemoryBytes,
+            Cpus = options.Cpus,
+            Image = image,
+            Linux = linux,
+            SerialSink = sink,
+            KvmPath = options.KvmDevice,
+            MemfdBacking = options.Memfd,
+            Log = message => logger.LogWarning("{Message}", message),
+        };
+    }
+
+    // Ends the VM when the console shows the expected text, or when the time is up.
+    private void Watch(VirtualMachine vm, CapturingSerialSink capture, Stopwatch clock, CancellationToken stop)
+    {
+        var left = options.Timeout is { } timeout ? timeout - clock.Elapsed : Timeout.InfiniteTimeSpan;
+        if (left != Timeout.InfiniteTimeSpan && left < TimeSpan.Zero) left = TimeSpan.Zero;
+        bool matched = options.Expect is not null
+            ? capture.WaitFor(options.Expect, left, stop)
+            : stop.WaitHandle.WaitOne(left) && false;
+        if (stop.IsCancellationRequested) return;
+        vm.End(matched ? VmOutcome.ExpectMatched(options.Expect!) : VmOutcome.Timeout(options.Timeout!.Value, options.Expect));
+    }
+
+    private int Conclude(VmOutcome outcome, CapturingSerialSink? capture)
+    {
+        if (outcome.Kind == VmExitKind.Expected) return outcome.ExitCode;
+        if (outcome.Kind == VmExitKind.Timeout)
+        {
+            logger.LogError("{Summary}; the console's last lines:\n{Tail}", outcome.Summary, Tail(capture));
+            return outcome.ExitCode;
+        }
+        if (options.Expect is not null)
+        {
+            logger.LogError("the VM ended ({Summary}) before the console showed '{Expect}'; the console's last lines:\n{Tail}", outcome.Summary, options.Expect, Tail(capture));
+            return outcome.ExitCode != 0 ? outcome.ExitCode : VmOutcome.ExpectUnmetCode;
+        }
+        return outcome.ExitCode;
+    }
+
+    private static string Tail(CapturingSerialSink? capture)
+    {
+        if (capture is null) return "";
+        var lines = capture.Text.Split('\n');
+        return string.Join('\n', lines.Skip(Math.Max(0, lines.Length - TailLines)));
+    }
+
+    private void WarnIfGuestKernelModeIsEmulated()
+    {
+        try
+        {
+            using var system = KvmSystem.Open(options.KvmDevice);
+            var facts = KvmHostFacts.Read(system);
+            if (facts.EmulatesGuestKernelMode)
+                logger.LogWarning("this KVM ({Modules}) emulates guest kernel mode, about a million instructions per second: " +
+                                  "a Linux kernel will boot very slowly here (many minutes). Use a host with kvm_intel or kvm_amd, " +
+                                  "or the nested testbed (scripts/testbed/run-in-testbed.sh)", string.Join(", ", facts.VendorModules));
+        }
+        catch (KvmException)
+        {
+            // VirtualMachine.Create reports an unusable /dev/kvm with the full explanation.
         }
     }
 
@@ -89,14 +181,9 @@ public sealed class VmService(
         if (strayReads + strayWrites > 0)
             logger.LogInformation("unclaimed guest accesses: {Reads} reads (answered 0xff), {Writes} writes (dropped); last at 0x{Address:x}",
                 strayReads, strayWrites, Math.Max(vm.PortBus.LastUnhandledAddress, vm.MmioBus.LastUnhandledAddress));
-        switch (outcome.Kind)
-        {
-            case VmExitKind.Fault or VmExitKind.Error:
-                logger.LogError("VM ended: {Summary}\n{Report}", outcome.Summary, outcome.Report);
-                break;
-            default:
-                logger.LogInformation("VM ended: {Summary} (exit code {Code})", outcome.Summary, outcome.ExitCode);
-                break;
-        }
+        if (outcome.Kind is VmExitKind.Fault or VmExitKind.Error)
+            logger.LogError("VM ended: {Summary}\n{Report}", outcome.Summary, outcome.Report);
+        else
+            logger.LogInformation("VM ended: {Summary} (exit code {Code})", outcome.Summary, outcome.ExitCode);
     }
 }

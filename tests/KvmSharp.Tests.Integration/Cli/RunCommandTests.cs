@@ -145,4 +145,67 @@ public sealed class RunCommandTests
         Assert.Contains("invalid setting track", result.StandardError);
         Assert.Contains("beyond guest memory", result.StandardError);
     }
+
+    [KvmFact]
+    public void Expect_exits_0_once_the_console_shows_the_text()
+    {
+        var result = KvmSharpProcess.Run(["run", "--expect", "cpu mode: 64-bit", "--timeout", "30"]);
+        Assert.True(result.ExitCode == 0, result.StandardError);
+        Assert.Contains("the console showed 'cpu mode: 64-bit'", result.StandardError);
+    }
+
+    [KvmFact]
+    public void Expect_fails_with_the_console_tail_when_the_guest_ends_first()
+    {
+        var result = KvmSharpProcess.Run(["run", "--expect", "this text never appears"]);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("before the console showed 'this text never appears'", result.StandardError);
+        Assert.Contains("self-test done", result.StandardError); // the tail
+    }
+
+    [KvmFact]
+    public void Timeout_ends_a_guest_that_never_finishes_with_124_and_the_console_tail()
+    {
+        var assembler = new Assembler(64);
+        var spin = assembler.CreateLabel();
+        assembler.mov(dx, 0x3F8);
+        assembler.mov(al, (byte)'S');
+        assembler.@out(dx, al);
+        assembler.Label(ref spin);
+        assembler.pause();
+        assembler.jmp(spin);
+        var stream = new MemoryStream();
+        assembler.Assemble(new StreamCodeWriter(stream), 0x200000);
+        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-spin-{Environment.ProcessId}.bin");
+        File.WriteAllBytes(path, stream.ToArray());
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var result = KvmSharpProcess.Run(["run", "--image", path, "--entry", "0x200000", "--expect", "never", "--timeout", "1.5"]);
+            Assert.Equal(124, result.ExitCode);
+            Assert.Contains("timed out after 1.5 s waiting for 'never'", result.StandardError);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void A_file_that_is_not_a_bzImage_is_refused_with_the_reason()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-notkernel-{Environment.ProcessId}.bin");
+        File.WriteAllBytes(path, new byte[8192]);
+        try
+        {
+            var result = KvmSharpProcess.Run(["run", "--kernel", path]);
+            Assert.Equal(2, result.ExitCode);
+            Assert.Contains("is not a bzImage: no 'HdrS' setup-header magic", result.StandardError);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
 }
