@@ -223,7 +223,7 @@ tracking_ops() {
     tracking_ops_settings
     echo "tracking-ops: $tracking_runs runs of up to $tracking_count alternating AddGfn/RemoveGfn (add g, remove g) on random gfns"
     echo "  of a 64-page region of slot 0, at most ${tracking_seconds} s each, while $tracking_cpus vCPU(s) spin writing that region"
-    echo "  (each operation re-carves the slot: pause all vCPUs, KVM_SET_USER_MEMORY_REGION x2-3, resume)"
+    echo "  (each operation re-carves the slot: pause all vCPUs, 4 KVM_SET_USER_MEMORY_REGION (1 delete + 3 creates, or back), resume)"
     local run out ops_values=() pair_values=()
     for (( run = 1; run <= tracking_runs; run++ )); do
         out=$("$BENCH_BIN" tracking-ops "$tracking_count" "$tracking_seconds" "$tracking_cpus") || die "kvmsharp-bench tracking-ops failed"

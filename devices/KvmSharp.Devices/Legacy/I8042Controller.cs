@@ -143,8 +143,6 @@ public sealed class I8042Controller : IBusDevice
     private byte _keyboardPendingCommand;
     private bool _scanning = true;
     private byte _scanCodeSet = DefaultScanCodeSet;
-    private byte _leds;
-    private byte _typematic;
     private byte _lastKeyboardByte = KbdReplyAck;
 
     /// <param name="resetRequested">Called on the vCPU thread when the guest pulses or asserts the reset line
@@ -536,11 +534,8 @@ public sealed class I8042Controller : IBusDevice
         switch (command)
         {
             case KbdSetLeds:
-                _leds = (byte)(value & 0x07);
-                KeyboardSend(KbdReplyAck);
-                break;
             case KbdSetTypematic:
-                _typematic = (byte)(value & 0x7f);
+                // There are no LEDs and no key repeat to drive; the keyboard only acknowledges.
                 KeyboardSend(KbdReplyAck);
                 break;
             default: // KbdScanCodeSet
@@ -563,13 +558,11 @@ public sealed class I8042Controller : IBusDevice
         }
     }
 
-    // Reset, "set default" and "default disable" empty the keyboard's buffer and restore power-on settings.
+    // Reset, "set default" and "default disable" empty the keyboard's buffer and restore the power-on scancode set.
     private void KeyboardSetDefaults()
     {
         _keyboardOutput.Clear();
         _scanCodeSet = DefaultScanCodeSet;
-        _leds = 0;
-        _typematic = 0;
     }
 
     // The set number as the guest reads it: with translation on, 1/2/3 come out as 0x43/0x41/0x3f.

@@ -77,12 +77,13 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             try
             {
                 result = 0;
-                // The first piece holds the user's id: delete it first so a refusal changes nothing.
-                foreach (var piece in pieces)
+                // A refusal part-way puts the pieces already deleted back: a refused DELETE changes nothing.
+                for (int i = 0; i < pieces.Count; i++)
                 {
-                    int r = _kernel.SetUserMemoryRegion(piece.ToKernelDelete());
-                    if (r != 0 && result == 0) result = r;
-                    if (r != 0 && piece.KernelId == (ushort)packed) return r;
+                    int r = _kernel.SetUserMemoryRegion(pieces[i].ToKernelDelete());
+                    if (r == 0) continue;
+                    for (int j = 0; j < i; j++) _kernel.SetUserMemoryRegion(pieces[j].ToKernel());
+                    return r;
                 }
             }
             finally
@@ -102,7 +103,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     {
         var pieces = _pieces[packed];
         var moved = user with { GuestPhysAddr = region.guest_phys_addr };
-        if (pieces.Count == 1)
+        if (pieces.Count == 1 && pieces[0].Flags == user.Flags)
         {
             int result = _kernel.SetUserMemoryRegion(region);
             if (result != 0) return result;
@@ -161,14 +162,15 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         var assigned = new List<KernelSlotPiece>(desired.Count);
         var created = new List<KernelSlotPiece>();
         var taken = new HashSet<uint>();
-        foreach (var want in desired)
+        for (int w = 0; w < desired.Count; w++)
         {
+            var want = desired[w];
             if (kept.FirstOrDefault(old => old.SameShape(want)) is { Size: > 0 } keep)
             {
                 assigned.Add(keep);
                 continue;
             }
-            ushort id = want.GuestPhysAddr == user.GuestPhysAddr ? user.Id : AllocateId(user.AddressSpace, released, taken);
+            ushort id = w == 0 ? user.Id : AllocateId(user.AddressSpace, released, taken); // the first piece always holds the user's id
             if (id == ushort.MaxValue) return -Errno.ENOSPC;
             var piece = want with { KernelId = id };
             taken.Add(piece.PackedSlot);
@@ -180,7 +182,13 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         try
         {
             foreach (var piece in removed) HarvestDirty(packed, user, piece);
-            foreach (var piece in removed) _kernel.SetUserMemoryRegion(piece.ToKernelDelete());
+            for (int k = 0; k < removed.Count; k++)
+            {
+                int result = _kernel.SetUserMemoryRegion(removed[k].ToKernelDelete());
+                if (result == 0) continue;
+                for (int j = 0; j < k; j++) _kernel.SetUserMemoryRegion(removed[j].ToKernel());
+                return result;
+            }
             for (int i = 0; i < created.Count; i++)
             {
                 int result = _kernel.SetUserMemoryRegion(created[i].ToKernel());
@@ -240,7 +248,8 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             try
             {
                 HarvestDirty(owner, _userSlots[owner], piece);
-                _kernel.SetUserMemoryRegion(piece.ToKernelDelete());
+                int deleted = _kernel.SetUserMemoryRegion(piece.ToKernelDelete());
+                if (deleted != 0) return deleted;
                 int result = _kernel.SetUserMemoryRegion(replacement.ToKernel());
                 if (result != 0)
                 {

@@ -1,5 +1,6 @@
 using KvmSharp.Devices.Bus;
 using KvmSharp.Devices.Debug;
+using KvmSharp.Devices.Legacy;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Kvm;
 using KvmSharp.Kvm.Interop;
@@ -57,11 +58,15 @@ public sealed class VirtualMachine : IDisposable
         DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
         PortBus.Register(config.SerialPort, Serial16550.RegisterBlockLength, Serial, "serial0 (16550A)");
         PortBus.Register(config.DebugExitPort, DebugExitPort.RegisterBlockLength, DebugExit, "debug-exit");
+        if (config.Linux is not null) AddPcLegacyDevices(vm, config);
         _supportedCpuid = system.GetSupportedCpuid();
     }
 
     /// <summary>COM1's ISA interrupt.</summary>
     public const uint SerialIrq = 4;
+
+    /// <summary>The PS/2 keyboard's ISA interrupt.</summary>
+    public const uint KeyboardIrq = 1;
 
     public VmConfig Config { get; }
 
@@ -127,6 +132,30 @@ public sealed class VirtualMachine : IDisposable
             throw;
         }
     }
+
+    /// <summary>The PS/2 controller (Linux guests): reset line and Ctrl-Alt-Del.</summary>
+    public I8042Controller? Keyboard { get; private set; }
+
+    /// <summary>The CMOS clock (Linux guests), showing the host's time.</summary>
+    public CmosRtc? Rtc { get; private set; }
+
+    /// <summary>Ports a PC has but KvmSharp does not emulate, answered quietly (Linux guests).</summary>
+    public QuietPorts? QuietPorts { get; private set; }
+
+    // What Linux probes on a PC beyond the in-kernel PIC, PIT and IOAPIC.
+    private void AddPcLegacyDevices(KvmVm vm, VmConfig config)
+    {
+        Keyboard = new I8042Controller(() => End(VmOutcome.Reboot("i8042 reset line")), new KvmIrqLine(vm, KeyboardIrq));
+        PortBus.Register(I8042Controller.BasePort, I8042Controller.RegisterBlockLength, Keyboard, "i8042");
+        Rtc = new CmosRtc();
+        Rtc.SetMemorySizes(Math.Min(config.MemoryBytes, LowRamLimit), config.MemoryBytes > LowRamLimit ? config.MemoryBytes - LowRamLimit : 0);
+        PortBus.Register(CmosRtc.BasePort, CmosRtc.RegisterBlockLength, Rtc, "cmos-rtc");
+        QuietPorts = new QuietPorts(() => End(VmOutcome.Reboot("port 0x92 reset")));
+        foreach (var window in QuietPorts.Windows) PortBus.Register(window.BasePort, window.Length, window, window.Name);
+    }
+
+    /// <summary>Ask the guest to shut down as a PC would on Ctrl-Alt-Del; false when it has no keyboard to receive it.</summary>
+    public bool RequestGuestShutdown() => Keyboard?.SendCtrlAltDel() ?? false;
 
     // RAM below 3 GiB in slot 0, the rest from 4 GiB in slot 1, leaving the usual hole for MMIO.
     private void LayOutRam()
@@ -251,6 +280,34 @@ public sealed class VirtualMachine : IDisposable
         foreach (var runner in _vcpus) runner.WaitForEnd(TimeSpan.FromSeconds(10));
         outcome = _outcome;
         return true;
+    }
+
+    /// <summary>Where every vCPU is: registers and the code at RIP, taken while they are paused (for timeouts and hangs).</summary>
+    public string DescribeVcpus(TimeSpan timeout)
+    {
+        var text = new System.Text.StringBuilder();
+        foreach (var runner in _vcpus)
+        {
+            if (runner.Vcpu is not { } vcpu || runner.HasEnded)
+            {
+                text.AppendLine($"vCPU {runner.Id}: {runner.State}");
+                continue;
+            }
+            if (!runner.Pause(timeout))
+            {
+                text.AppendLine($"vCPU {runner.Id}: did not pause within {timeout.TotalSeconds:0.#} s");
+                continue;
+            }
+            try
+            {
+                text.Append(CpuStateReport.Capture(vcpu, Memory, $"{runner.State} after {runner.ExitCount} exits"));
+            }
+            finally
+            {
+                runner.Resume();
+            }
+        }
+        return text.ToString();
     }
 
     /// <summary>Pause every vCPU (bounded by <paramref name="timeout"/>); false if one did not pause.</summary>

@@ -85,7 +85,7 @@ public sealed class VmService(
         using var watching = new CancellationTokenSource();
         var watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
         VmOutcome outcome;
-        using (stoppingToken.Register(() => vm.Stop("the host is shutting down")))
+        using (stoppingToken.Register(() => StopGracefully(vm)))
         {
             outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
         }
@@ -96,6 +96,20 @@ public sealed class VmService(
         Report(outcome, vm);
         return outcome;
     }
+
+    // A Linux guest gets Ctrl-Alt-Del and a grace period to shut down; anything else stops at once.
+    private void StopGracefully(VirtualMachine vm)
+    {
+        if (!vm.RequestGuestShutdown())
+        {
+            vm.Stop("the host is shutting down");
+            return;
+        }
+        logger.LogInformation("asked the guest to shut down (Ctrl-Alt-Del); stopping it in {Seconds} s otherwise", GuestShutdownGrace.TotalSeconds);
+        Task.Delay(GuestShutdownGrace).ContinueWith(_ => vm.Stop("the guest did not shut down in time"));
+    }
+
+    private static readonly TimeSpan GuestShutdownGrace = TimeSpan.FromSeconds(10);
 
     private VmConfig BuildConfig(ISerialSink sink)
     {
@@ -131,7 +145,14 @@ public sealed class VmService(
             ? capture.WaitFor(options.Expect, left, stop)
             : stop.WaitHandle.WaitOne(left) && false;
         if (stop.IsCancellationRequested) return;
-        vm.End(matched ? VmOutcome.ExpectMatched(options.Expect!) : VmOutcome.Timeout(options.Timeout!.Value, options.Expect));
+        if (matched)
+        {
+            vm.End(VmOutcome.ExpectMatched(options.Expect!));
+            return;
+        }
+        // Say where the guest was stuck before ending it.
+        var timedOut = VmOutcome.Timeout(options.Timeout!.Value, options.Expect);
+        vm.End(timedOut with { Report = vm.DescribeVcpus(TimeSpan.FromSeconds(2)) });
     }
 
     private int Conclude(VmOutcome outcome, CapturingSerialSink? capture)
@@ -139,15 +160,27 @@ public sealed class VmService(
         if (outcome.Kind == VmExitKind.Expected) return outcome.ExitCode;
         if (outcome.Kind == VmExitKind.Timeout)
         {
-            logger.LogError("{Summary}; the console's last lines:\n{Tail}", outcome.Summary, Tail(capture));
+            logger.LogError("{Summary}", outcome.Summary);
+            PrintBlock("the console's last lines", Tail(capture));
+            PrintBlock("the vCPUs were at", outcome.Report);
             return outcome.ExitCode;
         }
         if (options.Expect is not null)
         {
-            logger.LogError("the VM ended ({Summary}) before the console showed '{Expect}'; the console's last lines:\n{Tail}", outcome.Summary, options.Expect, Tail(capture));
+            logger.LogError("the VM ended ({Summary}) before the console showed '{Expect}'", outcome.Summary, options.Expect);
+            PrintBlock("the console's last lines", Tail(capture));
             return outcome.ExitCode != 0 ? outcome.ExitCode : VmOutcome.ExpectUnmetCode;
         }
         return outcome.ExitCode;
+    }
+
+    // Multi-line diagnostics go to stderr as they are; log lines stay one line each.
+    private static void PrintBlock(string title, string? text)
+    {
+        if (string.IsNullOrEmpty(text)) return;
+        Console.Error.WriteLine($"--- {title} ---");
+        Console.Error.WriteLine(text.TrimEnd());
+        Console.Error.WriteLine("---");
     }
 
     private static string Tail(CapturingSerialSink? capture)
@@ -182,7 +215,10 @@ public sealed class VmService(
             logger.LogInformation("unclaimed guest accesses: {Reads} reads (answered 0xff), {Writes} writes (dropped); last at 0x{Address:x}",
                 strayReads, strayWrites, Math.Max(vm.PortBus.LastUnhandledAddress, vm.MmioBus.LastUnhandledAddress));
         if (outcome.Kind is VmExitKind.Fault or VmExitKind.Error)
-            logger.LogError("VM ended: {Summary}\n{Report}", outcome.Summary, outcome.Report);
+        {
+            logger.LogError("VM ended: {Summary}", outcome.Summary);
+            PrintBlock("report", outcome.Report);
+        }
         else
             logger.LogInformation("VM ended: {Summary} (exit code {Code})", outcome.Summary, outcome.ExitCode);
     }

@@ -9,7 +9,6 @@ internal readonly record struct KernelSlot(uint Slot, uint Flags, ulong Gpa, ulo
     public ushort Id => (ushort)Slot;
     public ushort AddressSpace => (ushort)(Slot >> 16);
     public bool ReadOnly => (Flags & KvmMemFlags.KVM_MEM_READONLY) != 0;
-    public ulong EndGpa => Gpa + Size;
 
     public override string ToString() =>
         $"kernel slot {Id} (as {AddressSpace}) gpa 0x{Gpa:x}+0x{Size:x} hva 0x{Hva:x} flags 0x{Flags:x}";
@@ -74,10 +73,6 @@ internal sealed class RecordingKernel : IMemslotBackend
     /// <summary>The kernel's slots of one address space, sorted by guest address.</summary>
     public IReadOnlyList<KernelSlot> SlotsByGpa(ushort addressSpace) =>
         Slots().Where(s => s.AddressSpace == addressSpace).OrderBy(s => s.Gpa).ToList();
-
-    /// <summary>The page-aligned guest range of every slot in <paramref name="addressSpace"/> that lies in [gpa, gpa + size).</summary>
-    public IReadOnlyList<KernelSlot> SlotsWithin(ushort addressSpace, ulong gpa, ulong size) =>
-        SlotsByGpa(addressSpace).Where(s => s.Gpa >= gpa && s.EndGpa <= gpa + size).ToList();
 
     /// <summary>The kernel's own dirty bits for a slot: what the next KVM_GET_DIRTY_LOG of it returns.</summary>
     public void MarkDirty(uint packedSlot, params ulong[] pageIndexes)

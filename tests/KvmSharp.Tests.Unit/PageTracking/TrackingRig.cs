@@ -7,15 +7,10 @@ namespace KvmSharp.Tests.Unit.PageTracking;
 /// <summary>A user memslot together with the host memory that backs it.</summary>
 internal sealed record RamSlot(Memslot Slot, GuestMemoryRegion Memory)
 {
-    public ulong Gpa(ulong gfn, ulong offset = 0) => (gfn << Memslot.PageShift) + offset;
-
     /// <summary>The backing bytes of [gpa, gpa + length), read straight from host memory.</summary>
     public byte[] Read(ulong gpa, int length) => Memory.AsSpan(gpa - Slot.GuestPhysAddr, length).ToArray();
 
     public void Fill(ulong gpa, ReadOnlySpan<byte> bytes) => Memory.Write(gpa - Slot.GuestPhysAddr, bytes);
-
-    public KernelSlotPiece Piece(ulong gpa, ulong size, uint flags, ushort kernelId = 0) =>
-        new(kernelId, Slot.AddressSpace, gpa, size, Slot.HostAddress + (gpa - Slot.GuestPhysAddr), flags);
 }
 
 /// <summary>
