@@ -27,7 +27,7 @@
 # A suitable cmdline: "console=ttyS0 quiet kvmsharp.cmd=poweroff" (add panic=-1 to end on panic).
 set -euo pipefail
 
-KC_PROG=fetch-guest
+KC_PROG='fetch-guest'
 # shellcheck source=scripts/guest/debcache.sh
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/debcache.sh"
 
@@ -108,7 +108,7 @@ cache=$(kc_cache_dir)
 base="$cache/guest"
 key_suffix="+$(printf '%s\n' "$INIT" | kc_hash)"
 
-kpkg= kver= bbver=
+kpkg='' kver='' bbver=''
 read -r kpkg kver bbver < <(kc_resolve_kernel "$flavour") || true
 
 if [[ -z $kpkg || -z $kver || -z $bbver ]]; then

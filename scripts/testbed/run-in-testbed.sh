@@ -27,9 +27,11 @@
 # The L1 kernel is Debian's linux-image-<abi>-amd64 (not -cloud: it has 9p and overlay as
 # modules), and the L1 initramfs is busybox-static plus the modules insmod'ed in passes; both are
 # fetched with apt-get download and built once into $KVMSHARP_CACHE (scripts/guest/debcache.sh).
+# Functions here run through kc_locked and traps, which shellcheck cannot follow.
+# shellcheck disable=SC2317
 set -euo pipefail
 
-KC_PROG=run-in-testbed
+KC_PROG='run-in-testbed'
 here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 # shellcheck source=scripts/guest/debcache.sh
 . "$here/../guest/debcache.sh"
@@ -68,8 +70,12 @@ timeout_s=${TESTBED_TIMEOUT:-1800}
 smp=${TESTBED_SMP:-2}
 cpu=${TESTBED_CPU:-EPYC,+svm,+npt}
 rootmode=${TESTBED_ROOT:-overlay}
-[[ $timeout_s =~ ^[0-9]+$ ]] && ((timeout_s > 0)) || kc_die "TESTBED_TIMEOUT must be a positive number of seconds"
-[[ $smp =~ ^[0-9]+$ ]] && ((smp > 0)) || kc_die "TESTBED_SMP must be a positive number"
+if ! [[ $timeout_s =~ ^[0-9]+$ ]] || ((timeout_s == 0)); then
+    kc_die "TESTBED_TIMEOUT must be a positive number of seconds"
+fi
+if ! [[ $smp =~ ^[0-9]+$ ]] || ((smp == 0)); then
+    kc_die "TESTBED_SMP must be a positive number"
+fi
 [[ $rootmode == overlay || $rootmode == ro ]] || kc_die "TESTBED_ROOT must be overlay or ro"
 if [[ -n ${TESTBED_MEM:-} ]]; then
     mem=$TESTBED_MEM
@@ -186,7 +192,7 @@ tbase="$cache/testbed"
 # Bump when the cache layout changes (2: vmlinux for PVH boot).
 CACHE_REV=2
 key_suffix="+$(printf '%s\n%s\n%s\n' "$CACHE_REV" "$L1_INIT" "$MODULES" | kc_hash)"
-kpkg= kver= bbver=
+kpkg='' kver='' bbver=''
 read -r kpkg kver bbver < <(kc_resolve_kernel amd64) || true
 if [[ -z $kpkg || -z $kver || -z $bbver ]]; then
     l1dir=$(kc_newest_cached "$tbase" "linux-image-*-amd64_*${key_suffix}")
@@ -352,6 +358,7 @@ esac
 # Serial ports: ttyS0 = L1 console -> console.log; ttyS1 = the command's output -> our stdout.
 # stdin is /dev/null so QEMU neither reads the caller's terminal nor changes its modes.
 # -no-reboot + reboot=t/panic=-1: any reboot or panic in L1 ends QEMU instead of looping.
+# shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
 qemu=(
     qemu-system-x86_64 -M pc -accel tcg,thread=multi -cpu "$cpu" -m "$mem" -smp "$smp"
     -nodefaults -no-user-config -display none -monitor none -no-reboot

@@ -23,6 +23,7 @@ gcc -O2 -static -o "$tmp/kvm_smm_check" "$here/kvm_smm_check.c" 2>/dev/null ||
 start=$(date +%s.%N)
 set +e
 # Run from $tmp: the command must start in the caller's directory, and its status come back.
+# shellcheck disable=SC2016 # $(pwd) is for the shell inside L1
 output=$(cd "$tmp" && "$runner" './kvm_smm_check && echo "cwd=$(pwd)" && exit 7')
 rc=$?
 set -e

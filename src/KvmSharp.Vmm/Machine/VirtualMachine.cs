@@ -231,8 +231,20 @@ public sealed class VirtualMachine : IDisposable
             RealModeSetup.Enter(vcpu, image.Entry);
             return;
         }
-        ulong stackTop = LongModeSetup.LowestUsableAfterTables - 0x1000UL * (ulong)vcpu.Id - 16;
+        ulong stackTop = FlatImageStackTop(vcpu.Id);
         LongModeSetup.Enter(vcpu, image.Entry, stackTop, [Config.MemoryBytes, (ulong)vcpu.Id, (ulong)Config.Cpus]);
+    }
+
+    /// <summary>
+    /// A 4 KiB stack per vCPU for flat long-mode images: the first eight below the page tables at
+    /// 0x9000 (pages 0x1000-0x8FFF), any others at the top of low RAM.
+    /// </summary>
+    public ulong FlatImageStackTop(int vcpuId)
+    {
+        const int LowStacks = 8;
+        if (vcpuId < LowStacks) return LongModeSetup.Pml4Address - 0x1000UL * (ulong)vcpuId - 16;
+        ulong lowRamEnd = Math.Min(Config.MemoryBytes, LowRamLimit);
+        return lowRamEnd - 0x1000UL * (ulong)(vcpuId - LowStacks) - 16;
     }
 
     private void OnVcpuEnded(VcpuRunner runner)

@@ -8,19 +8,21 @@ public sealed class VcpuQuiescer(Func<IReadOnlyList<VcpuRunner>> vcpus) : IGuest
 {
     public bool TryQuiesce(TimeSpan timeout)
     {
-        var paused = new List<VcpuRunner>();
-        foreach (var runner in vcpus())
+        // Ask every vCPU first, then wait: the pause costs the slowest vCPU's time, not the sum.
+        var runners = vcpus();
+        var asked = new List<VcpuRunner>(runners.Count);
+        foreach (var runner in runners)
+            if (runner.BeginPause()) asked.Add(runner);
+        var paused = new List<VcpuRunner>(asked.Count);
+        bool complete = true;
+        foreach (var runner in asked)
         {
-            if (runner.Pause(timeout))
-            {
-                paused.Add(runner);
-                continue;
-            }
-            if (runner.HasEnded) continue;
-            foreach (var undo in paused) undo.Resume();
-            return false;
+            if (runner.WaitPaused(timeout)) paused.Add(runner);
+            else if (!runner.HasEnded) complete = false;
         }
-        return true;
+        if (complete) return true;
+        foreach (var undo in paused) undo.Resume();
+        return false;
     }
 
     public void Release()

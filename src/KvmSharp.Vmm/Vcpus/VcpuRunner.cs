@@ -74,7 +74,10 @@ public sealed unsafe class VcpuRunner : IDisposable
     /// Pauses nest: each successful Pause needs one Resume. Called on the vCPU's own thread (from a
     /// device or a hook) it returns at once: that thread is not running guest code anyway.
     /// </summary>
-    public bool Pause(TimeSpan timeout)
+    public bool Pause(TimeSpan timeout) => BeginPause() && WaitPaused(timeout);
+
+    /// <summary>First half of <see cref="Pause"/>: ask and kick, without waiting (so many vCPUs can be asked at once).</summary>
+    public bool BeginPause()
     {
         lock (_gate)
         {
@@ -84,9 +87,16 @@ public sealed unsafe class VcpuRunner : IDisposable
             Volatile.Write(ref _requested, RequestPause);
         }
         Kick();
+        return true;
+    }
+
+    /// <summary>Second half of <see cref="Pause"/>: wait until paused; on timeout the pause is withdrawn and false returned.</summary>
+    public bool WaitPaused(TimeSpan timeout)
+    {
         var deadline = DateTime.UtcNow + timeout;
         lock (_gate)
         {
+            if (IsOwnThread) return true;
             while (!IsQuiescent && !HasEnded)
             {
                 var left = deadline - DateTime.UtcNow;
