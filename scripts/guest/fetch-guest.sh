@@ -112,6 +112,8 @@ kpkg='' kver='' bbver=''
 read -r kpkg kver bbver < <(kc_resolve_kernel "$flavour") || true
 
 if [[ -z $kpkg || -z $kver || -z $bbver ]]; then
+    [[ -z ${KVMSHARP_KERNEL_ABI:-} ]] ||
+        kc_die "apt does not know linux-image-${KVMSHARP_KERNEL_ABI}-$flavour (KVMSHARP_KERNEL_ABI); try: apt-get update"
     # apt cannot tell us the versions (no package lists?): use the newest matching build.
     dir=$(kc_newest_cached "$base" "linux-image-*-${flavour}_*${key_suffix}")
     [[ -n $dir ]] || kc_die "apt cannot resolve linux-image-$flavour / busybox-static and nothing is cached; run: apt-get update"

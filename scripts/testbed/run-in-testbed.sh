@@ -9,7 +9,9 @@
 # overlay whose upper layer is L1 RAM (default TESTBED_ROOT=overlay): builds may write bin/, obj/,
 # ~/.dotnet… and every write is discarded at the end; the host is never modified. It runs as root
 # via `sh -c` in a chroot of that tree, in the directory this script was called from, with
-# /dev/kvm, /proc, /sys, /dev/pts, /dev/shm mounted and no network. What survives the run:
+# /dev/kvm, /proc, /sys, /dev/pts, /dev/shm mounted, stdin /dev/null and no network. The writable
+# layer is a tmpfs of half the L1 RAM (~2 GiB by default). The 9p root is cached loosely: files
+# the host changes during a run may look stale inside. What survives the run:
 #   - its stdout and stderr, streamed to this script's stdout (over a second serial port, so the
 #     L1 kernel's console messages, which go to the first, never mix in);
 #   - its exit status, which becomes this script's;
@@ -27,6 +29,8 @@
 # The L1 kernel is Debian's linux-image-<abi>-amd64 (not -cloud: it has 9p and overlay as
 # modules), and the L1 initramfs is busybox-static plus the modules insmod'ed in passes; both are
 # fetched with apt-get download and built once into $KVMSHARP_CACHE (scripts/guest/debcache.sh).
+# A cached run takes ~8-12 s of wall time plus the command (about 7 s of it is L1 booting).
+
 # Functions here run through kc_locked and traps, which shellcheck cannot follow.
 # shellcheck disable=SC2317
 set -euo pipefail
@@ -195,6 +199,8 @@ key_suffix="+$(printf '%s\n%s\n%s\n' "$CACHE_REV" "$L1_INIT" "$MODULES" | kc_has
 kpkg='' kver='' bbver=''
 read -r kpkg kver bbver < <(kc_resolve_kernel amd64) || true
 if [[ -z $kpkg || -z $kver || -z $bbver ]]; then
+    [[ -z ${KVMSHARP_KERNEL_ABI:-} ]] ||
+        kc_die "apt does not know linux-image-${KVMSHARP_KERNEL_ABI}-amd64 (KVMSHARP_KERNEL_ABI); try: apt-get update"
     l1dir=$(kc_newest_cached "$tbase" "linux-image-*-amd64_*${key_suffix}")
     [[ -n $l1dir ]] || kc_die "apt cannot resolve linux-image-amd64 / busybox-static and nothing is cached; run: apt-get update"
     kc_log "apt cannot resolve package versions; using cached $(basename "$l1dir")"

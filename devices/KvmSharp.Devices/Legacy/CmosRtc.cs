@@ -122,7 +122,8 @@ public sealed class CmosRtc : IBusDevice
         }
     }
 
-    /// <summary>The time the guest's clock shows now: the host clock plus whatever offset the guest set.</summary>
+    /// <summary>The time the guest's clock shows now: the host clock plus whatever offset the guest set, with the
+    /// clock's <see cref="DateTimeKind"/>.</summary>
     public DateTime GuestTime
     {
         get

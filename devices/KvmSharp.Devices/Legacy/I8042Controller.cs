@@ -298,7 +298,12 @@ public sealed class I8042Controller : IBusDevice
 
     private byte ReadStatus()
     {
-        byte status = (byte)(StatusKeyboardNotInhibited | (_ram[0] & CtrSystemFlag));
+        byte status = StatusKeyboardNotInhibited;
+        if ((_ram[0] & CtrSystemFlag) != 0)
+        {
+            status |= StatusSystemFlag;
+        }
+
         if (_lastWriteWasCommand)
         {
             status |= StatusLastWriteWasCommand;
@@ -340,9 +345,10 @@ public sealed class I8042Controller : IBusDevice
     }
 
     // Bit 4 is the DRAM refresh toggle, which flips every 15 µs on a PC; here it flips on every read so any poll
-    // for either level ends. Bit 5 is timer 2's output: there is no PIT channel 2 behind this port (with KVM's
-    // in-kernel PIT, KVM answers port 0x61 itself and this code never runs), so it toggles with bit 4 rather than
-    // leave a guest spinning on it. Bits 6-7 (IOCHK, SERR: NMI reasons) are never set.
+    // for either level ends. Bit 5 is timer 2's output: there is no PIT channel 2 behind this port (when the
+    // in-kernel PIT is created with KVM_PIT_SPEAKER_DUMMY, KVM answers port 0x61 itself, with the real gate and
+    // output, and this code never runs), so it toggles with bit 4 rather than leave a guest spinning on it.
+    // Bits 6-7 (IOCHK, SERR: NMI reasons) are never set.
     private byte ReadPortB()
     {
         _portBToggle = !_portBToggle;

@@ -9,6 +9,7 @@ using KvmSharp.Memory.PageTracking;
 using KvmSharp.Memory.Regions;
 using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Boot.Linux;
+using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Diagnostics;
 using KvmSharp.Vmm.Memory;
 using KvmSharp.Vmm.PageTracking;
@@ -150,6 +151,8 @@ public sealed class VirtualMachine : IDisposable
         Rtc = new CmosRtc();
         Rtc.SetMemorySizes(Math.Min(config.MemoryBytes, LowRamLimit), config.MemoryBytes > LowRamLimit ? config.MemoryBytes - LowRamLimit : 0);
         PortBus.Register(CmosRtc.BasePort, CmosRtc.RegisterBlockLength, Rtc, "cmos-rtc");
+        var sleepControl = new AcpiSleepControl(() => End(VmOutcome.PowerOff()));
+        PortBus.Register(AcpiTables.Pm1EventBlock, AcpiTables.PmPortsLength, sleepControl, "acpi-pm1");
         QuietPorts = new QuietPorts(() => End(VmOutcome.Reboot("port 0x92 reset")));
         foreach (var window in QuietPorts.Windows) PortBus.Register(window.BasePort, window.Length, window, window.Name);
     }

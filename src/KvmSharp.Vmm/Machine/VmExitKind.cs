@@ -5,6 +5,8 @@ public enum VmExitKind
 {
     /// <summary>The guest wrote its exit status to the debug-exit port.</summary>
     GuestExit,
+    /// <summary>The guest powered off through ACPI (S5 on the sleep-control register).</summary>
+    PowerOff,
     /// <summary>The guest asked for a reset (i8042 pulse, port 0x92, or a Linux guest's triple fault with reboot=t).</summary>
     Reboot,
     /// <summary>The console showed the text `--expect` waited for.</summary>

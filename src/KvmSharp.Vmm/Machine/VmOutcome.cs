@@ -4,9 +4,10 @@ namespace KvmSharp.Vmm.Machine;
 public sealed record VmOutcome(VmExitKind Kind, int ExitCode, string Summary, string? Report = null)
 {
     /// <summary>Exit codes for endings the guest did not choose (a guest's own status is 0-255 as written).</summary>
-    public const int HaltedCode = 0, StoppedCode = 0, RebootCode = 0, ExpectMatchedCode = 0, ExpectUnmetCode = 1, ErrorCode = 70, FaultCode = 71, TimeoutCode = 124;
+    public const int HaltedCode = 0, StoppedCode = 0, RebootCode = 0, PowerOffCode = 0, ExpectMatchedCode = 0, ExpectUnmetCode = 1, ErrorCode = 70, FaultCode = 71, TimeoutCode = 124;
 
     public static VmOutcome GuestExit(byte status) => new(VmExitKind.GuestExit, status, $"guest exited with status {status}");
+    public static VmOutcome PowerOff() => new(VmExitKind.PowerOff, PowerOffCode, "the guest powered off (ACPI S5)");
     public static VmOutcome Reboot(string how) => new(VmExitKind.Reboot, RebootCode, $"the guest rebooted ({how})");
     public static VmOutcome ExpectMatched(string text) => new(VmExitKind.Expected, ExpectMatchedCode, $"the console showed '{text}'");
     public static VmOutcome Timeout(TimeSpan after, string? waitingFor) =>

@@ -4,8 +4,8 @@ namespace KvmSharp.Vmm.Boot.Linux;
 
 /// <summary>
 /// Loads a bzImage for the 64-bit boot protocol: the protected-mode kernel at 1 MiB, the command
-/// line, the initrd as high as initrd_addr_max and RAM allow, the e820 map and the zero page, and an
-/// MP table describing the vCPUs. The boot vCPU then enters at load + 0x200 with rsi = zero page.
+/// line, the initrd as high as initrd_addr_max and RAM allow, the e820 map and the zero page, and
+/// ACPI tables (and an MP table, for kernels that parse it) describing the vCPUs. The boot vCPU then enters at load + 0x200 with rsi = zero page.
 /// </summary>
 public static class LinuxLoader
 {
@@ -43,6 +43,7 @@ public static class LinuxLoader
         memory.Write(LinuxBootLayout.KernelLoad, kernel.ProtectedModeKernel);
         memory.Write(LinuxBootLayout.CommandLine, commandLine);
         memory.Write(LinuxBootLayout.MpTable, MpTable.Build(LinuxBootLayout.MpTable, cpus));
+        memory.Write(Acpi.AcpiTables.RsdpAddress, Acpi.AcpiTables.Build(cpus));
 
         var e820 = BuildE820(ram);
         memory.Write(LinuxBootLayout.ZeroPage, ZeroPage.Build(kernel, LinuxBootLayout.KernelLoad, LinuxBootLayout.CommandLine, initrdAddress, initrdSize, e820));

@@ -110,6 +110,48 @@ public sealed class CmosRtcTests
     }
 
     [Fact]
+    public void Linux_mc146818_get_time_reads_a_consistent_time_on_its_first_attempt()
+    {
+        // mc146818_avoid_UIP: seconds, UIP, seconds again, then the fields, UIP and seconds once more; any change
+        // means a retry. The clock moves 1 ms per access, as a guest's port exits take time.
+        var rtc = new CmosRtc(() => _now = _now.AddMilliseconds(1));
+        byte Read(byte index)
+        {
+            rtc.WriteByteAt(IndexPort, index);
+            return rtc.ReadByteAt(DataPort);
+        }
+
+        int attempts = 0;
+        byte sec, min, hour, day, mon, year, century;
+        while (true)
+        {
+            attempts++;
+            byte seconds = Read(Seconds);
+            Assert.Equal(0, Read(RegisterA) & 0x80);
+            if (seconds != Read(Seconds))
+            {
+                continue;
+            }
+
+            sec = Read(Seconds);
+            min = Read(Minutes);
+            hour = Read(Hours);
+            day = Read(DayOfMonth);
+            mon = Read(Month);
+            year = Read(Year);
+            century = Read(Century);
+            Assert.Equal(0, Read(RegisterA) & 0x80);
+            if (seconds == Read(Seconds))
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(1, attempts);
+        Assert.Equal([0x27, 0x45, 0x13, 0x15, 0x03, 0x24, 0x20], new[] { sec, min, hour, day, mon, year, century });
+    }
+
+    [Fact]
     public void Register_A_never_reports_an_update_in_progress_and_keeps_its_other_bits()
     {
         Assert.Equal(0x26, ReadCmos(RegisterA));

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# CI boot tests. Run INSIDE the nested testbed (a real SVM KVM with SMM), through
+# scripts/testbed/run-in-testbed.sh, from the repository root, after a Release build on the host:
+# Debian's cloud kernel with the busybox initramfs of scripts/guest/fetch-guest.sh boots under
+# `kvmsharp run --kernel` to its marker with 1 and with 2 vCPUs (the guest reports the CPUs it
+# sees), a guest reboot ends the VM with status 0, the serial console takes typed input, and
+# SMM-address-space memslots work on this KVM. One line per check, then
+# "boot-tests: N passed, N failed".
+#
+#   KVMSHARP_GUEST_KERNEL=... KVMSHARP_GUEST_INITRD=... tests/testbed/boot-tests.sh
+set -uo pipefail
+
+: "${KVMSHARP_GUEST_KERNEL:?set KVMSHARP_GUEST_KERNEL (scripts/guest/fetch-guest.sh prints it)}"
+: "${KVMSHARP_GUEST_INITRD:?set KVMSHARP_GUEST_INITRD}"
+repo=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
+dll=$repo/src/KvmSharp/bin/Release/net10.0/kvmsharp.dll
+[ -f "$dll" ] || { echo "boot-tests: build first: dotnet build KvmSharp.sln -c Release" >&2; exit 2; }
+timeout_s=${KVMSHARP_BOOT_TIMEOUT:-300}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+
+# boot NAME CPUS CMDLINE-EXTRA KVMSHARP-ARGS...: runs kvmsharp; output in $work/NAME.{out,err}, status in $rc.
+boot() {
+    local name=$1 cpus=$2 extra=$3
+    shift 3
+    local start=$(date +%s.%N)
+    dotnet "$dll" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M --cpus "$cpus" \
+        --cmdline "console=ttyS0 reboot=k panic=-1 quiet $extra" --timeout "$timeout_s" "$@" \
+        >"$work/$name.out" 2>"$work/$name.err" </dev/null
+    rc=$?
+    seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+}
+
+report() { # NAME OK DETAIL
+    if [ "$2" = 1 ]; then
+        echo "PASS: $1 ($3)"
+        passed=$((passed + 1))
+    else
+        echo "FAIL: $1 ($3)"
+        echo "----- stdout (tail) -----"; tail -n 30 "$work/$1.out" 2>/dev/null
+        echo "----- stderr (tail) -----"; tail -n 40 "$work/$1.err" 2>/dev/null
+        failed=$((failed + 1))
+    fi
+}
+
+for cpus in 1 2; do
+    name=boot-${cpus}cpu
+    boot "$name" "$cpus" "kvmsharp.cmd=reboot" --expect "KVMSHARP-CPUS=$cpus"
+    ok=0; [ "$rc" = 0 ] && grep -q "KVMSHARP-GUEST-READY" "$work/$name.out" && ok=1
+    report "$name" "$ok" "exit $rc in ${seconds}s; guest saw $(grep -o 'KVMSHARP-CPUS=[0-9]*' "$work/$name.out" | head -1)"
+done
+
+boot reboot 1 "kvmsharp.cmd=reboot"
+ok=0; [ "$rc" = 0 ] && grep -q "the guest rebooted" "$work/reboot.err" && ok=1
+report reboot "$ok" "exit $rc in ${seconds}s: $(grep -o 'the guest rebooted[^)]*)' "$work/reboot.err" | head -1)"
+
+# Interactive console: type a command once the shell is up, read its output back.
+mkfifo "$work/stdin"
+(
+    for _ in $(seq 1 "$timeout_s"); do
+        grep -q "KVMSHARP-CPUS=" "$work/console.out" 2>/dev/null && break
+        sleep 1
+    done
+    sleep 2
+    printf 'echo typed-$((6*7))\n'
+    sleep "$timeout_s"
+) >"$work/stdin" &
+writer=$!
+start=$(date +%s.%N)
+dotnet "$dll" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M \
+    --cmdline "console=ttyS0 reboot=k panic=-1 quiet kvmsharp.cmd=shell" --timeout "$timeout_s" --expect "typed-42" \
+    >"$work/console.out" 2>"$work/console.err" <"$work/stdin"
+rc=$?
+kill "$writer" 2>/dev/null
+seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+ok=0; [ "$rc" = 0 ] && ok=1
+report console "$ok" "exit $rc in ${seconds}s"
+
+# SMM memslots (as_id 1) and page tracking in both address spaces, on this SMM-capable KVM.
+dotnet test "$repo/tests/KvmSharp.Tests.Integration" -c Release --no-build --filter "FullyQualifiedName~SmmAddressSpaceTests" \
+    >"$work/smm.out" 2>&1
+rc=$?
+ok=0; [ "$rc" = 0 ] && grep -q "Passed!  - Failed:     0, Passed:     2, Skipped:     0" "$work/smm.out" && ok=1
+cp "$work/smm.out" "$work/smm.err"
+report smm "$ok" "$(grep -o 'Failed:.*Total: *[0-9]*' "$work/smm.out" | head -1)"
+
+echo "boot-tests: $passed passed, $failed failed"
+[ "$failed" = 0 ]
