@@ -40,6 +40,7 @@ commands:
   tracked-write    ns per tracked guest write (trap, apply, TrackWrite, resume), KvmSharp vs minimal C,
                    then tracking-ops; last line ratio=X.XX (KvmSharp / C)
   tracking-ops     AddGfn/RemoveGfn operations per second with vCPUs running
+  boot             Linux boot to a marker, KvmSharp vs QEMU, in the nested testbed; last line ratio=X.XX
 environment: BENCH_ROUNDS=5 BENCH_EXITS=20000 BENCH_UNROLL=1 BENCH_WARMUPS=2 BENCH_RAW=
              BENCH_WRITES=20000 BENCH_UNCHANGED= BENCH_TRACKING_RUNS=3 BENCH_TRACKING_OPS=2000 BENCH_TRACKING_SECONDS=10
              BENCH_TRACKING_CPUS=2
@@ -244,6 +245,14 @@ case ${1:-} in
         require_kvm
         build_bench
         exit_roundtrip
+        ;;
+    boot)
+        [[ $# -eq 1 ]] || { usage; exit 2; }
+        dotnet build KvmSharp.sln -c Release -v q -nologo >/dev/null
+        eval "$(scripts/guest/fetch-guest.sh)"
+        export KVMSHARP_GUEST_KERNEL=$KERNEL KVMSHARP_GUEST_INITRD=$INITRD
+        TESTBED_ENV="BENCH_BOOT_ROUNDS ${TESTBED_ENV:-}" BENCH_BOOT_ROUNDS=${BENCH_BOOT_ROUNDS:-3} \
+            scripts/testbed/run-in-testbed.sh scripts/bench/boot-bench.sh
         ;;
     gfn-lookup)
         [[ $# -eq 1 ]] || { usage; exit 2; }

@@ -3,7 +3,7 @@
 # scripts/testbed/run-in-testbed.sh, from the repository root, after a Release build on the host:
 # Debian's cloud kernel with the busybox initramfs of scripts/guest/fetch-guest.sh boots under
 # `kvmsharp run --kernel` to its marker with 1 and with 2 vCPUs (the guest reports the CPUs it
-# sees), a guest reboot ends the VM with status 0, the serial console takes typed input, and
+# sees), a guest reboot or poweroff ends the VM with status 0, the serial console takes typed input, and
 # SMM-address-space memslots work on this KVM. One line per check, then
 # "boot-tests: N passed, N failed".
 #
@@ -46,7 +46,7 @@ report() { # NAME OK DETAIL
 
 for cpus in 1 2; do
     name=boot-${cpus}cpu
-    boot "$name" "$cpus" "kvmsharp.cmd=reboot" --expect "KVMSHARP-CPUS=$cpus"
+    boot "$name" "$cpus" "kvmsharp.cmd=poweroff" --expect "KVMSHARP-CPUS=$cpus"
     ok=0; [ "$rc" = 0 ] && grep -q "KVMSHARP-GUEST-READY" "$work/$name.out" && ok=1
     report "$name" "$ok" "exit $rc in ${seconds}s; guest saw $(grep -o 'KVMSHARP-CPUS=[0-9]*' "$work/$name.out" | head -1)"
 done
@@ -54,6 +54,10 @@ done
 boot reboot 1 "kvmsharp.cmd=reboot"
 ok=0; [ "$rc" = 0 ] && grep -q "the guest rebooted" "$work/reboot.err" && ok=1
 report reboot "$ok" "exit $rc in ${seconds}s: $(grep -o 'the guest rebooted[^)]*)' "$work/reboot.err" | head -1)"
+
+boot poweroff 1 "kvmsharp.cmd=poweroff"
+ok=0; [ "$rc" = 0 ] && grep -q "the guest powered off" "$work/poweroff.err" && ok=1
+report poweroff "$ok" "exit $rc in ${seconds}s"
 
 # Interactive console: type a command once the shell is up, read its output back.
 mkfifo "$work/stdin"

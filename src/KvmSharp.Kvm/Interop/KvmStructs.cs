@@ -156,3 +156,9 @@ public unsafe struct kvm_lapic_state
 {
     public fixed byte regs[1024];
 }
+
+public static class KvmPitFlags
+{
+    /// <summary>KVM answers the PC speaker port 0x61 itself (timer 2 gate and output), as Linux's PIT calibration expects.</summary>
+    public const uint KVM_PIT_SPEAKER_DUMMY = 1;
+}

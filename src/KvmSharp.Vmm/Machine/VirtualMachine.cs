@@ -115,7 +115,7 @@ public sealed class VirtualMachine : IDisposable
             {
                 // Linux wants the PC's interrupt controllers and timer; KVM emulates them in the kernel.
                 vm.CreateIrqchip();
-                vm.CreatePit2();
+                vm.CreatePit2(KvmPitFlags.KVM_PIT_SPEAKER_DUMMY);
             }
             machine = new VirtualMachine(config, system, vm);
             machine.LayOutRam();

@@ -81,6 +81,7 @@ public sealed class StructLayoutTests
         Emit(c, ref count, $"KVM_MEM_LOG_DIRTY_PAGES == {KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES}", "KVM_MEM_LOG_DIRTY_PAGES");
         Emit(c, ref count, $"KVM_MEM_READONLY == {KvmMemFlags.KVM_MEM_READONLY}", "KVM_MEM_READONLY");
         Emit(c, ref count, $"KVM_RUN_X86_SMM == {KvmRunFlags.KVM_RUN_X86_SMM}", "KVM_RUN_X86_SMM");
+        Emit(c, ref count, $"KVM_PIT_SPEAKER_DUMMY == {KvmPitFlags.KVM_PIT_SPEAKER_DUMMY}", "KVM_PIT_SPEAKER_DUMMY");
         Emit(c, ref count, $"KVM_EXIT_IO_IN == {KvmRunIoDirection.KVM_EXIT_IO_IN} && KVM_EXIT_IO_OUT == {KvmRunIoDirection.KVM_EXIT_IO_OUT}", "KVM_EXIT_IO_*");
         Emit(c, ref count, $"KVM_SYSTEM_EVENT_SHUTDOWN == {KvmSystemEventType.KVM_SYSTEM_EVENT_SHUTDOWN} && KVM_SYSTEM_EVENT_RESET == {KvmSystemEventType.KVM_SYSTEM_EVENT_RESET} && KVM_SYSTEM_EVENT_CRASH == {KvmSystemEventType.KVM_SYSTEM_EVENT_CRASH}", "KVM_SYSTEM_EVENT_*");
         return c.ToString();
