@@ -15,11 +15,15 @@ public static class LongModeSetup
     public const ulong PdptAddress = 0xA000;
     public const ulong PdAddress = 0xB000; // four page directories, 0xB000-0xEFFF
     public const ulong LowestUsableAfterTables = 0x10000;
-    public const ushort CodeSelector = 0x08, DataSelector = 0x10, TssSelector = 0x18;
+    public const ushort CodeSelector = 0x08, DataSelector = 0x10, TssSelector = 0x18, Code32Selector = 0x28;
+
+    /// <summary>GDT: null, 64-bit code, data, 64-bit TSS (two slots), 32-bit code (the PVH entry).</summary>
+    public const ushort GdtLimit = 6 * 8 - 1;
 
     private const ulong Code64Descriptor = 0x00AF9B000000FFFF;
     private const ulong Data64Descriptor = 0x00CF93000000FFFF;
     private const ulong Tss64DescriptorLow = 0x00008B0000000067;
+    private const ulong Code32Descriptor = 0x00CF9B000000FFFF;
 
     /// <summary>Write the GDT and page tables into guest memory (once per VM).</summary>
     public static void WriteTables(GuestPhysicalMemory memory)
@@ -29,6 +33,7 @@ public static class LongModeSetup
         memory.WriteUInt64(GdtAddress + 0x10, Data64Descriptor);
         memory.WriteUInt64(GdtAddress + 0x18, Tss64DescriptorLow);
         memory.WriteUInt64(GdtAddress + 0x20, 0);
+        memory.WriteUInt64(GdtAddress + 0x28, Code32Descriptor);
 
         var pml4 = new byte[4096];
         BitConverter.TryWriteBytes(pml4.AsSpan(0), PdptAddress | X86.PTE_PRESENT | X86.PTE_WRITE);
@@ -60,7 +65,7 @@ public static class LongModeSetup
         sregs.cs = code;
         sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
         sregs.tr = new kvm_segment { @base = 0, limit = 0x67, selector = TssSelector, type = 11, present = 1, s = 0 };
-        sregs.gdt = new kvm_dtable { @base = GdtAddress, limit = 5 * 8 - 1 };
+        sregs.gdt = new kvm_dtable { @base = GdtAddress, limit = GdtLimit };
         sregs.idt = new kvm_dtable { @base = 0, limit = 0 };
         sregs.cr3 = Pml4Address;
         sregs.cr4 = X86.CR4_PAE | X86.CR4_OSFXSR | X86.CR4_OSXMMEXCPT;

@@ -225,7 +225,9 @@ public sealed class VirtualMachine : IDisposable
             LinuxVcpuSetup.SetFpu(vcpu);
             LinuxVcpuSetup.SetLapicLints(vcpu);
             // Only the boot vCPU starts at the kernel; the others wait for INIT/SIPI in the in-kernel LAPIC.
-            if (vcpu.Id == 0) LongModeSetup.Enter(vcpu, linux.Entry, LongModeSetup.Pml4Address - 16, [0, linux.ZeroPage]);
+            if (vcpu.Id != 0) return;
+            if (linux.IsPvh) ProtectedModeSetup.Enter(vcpu, linux.Entry, ebx: linux.ZeroPage);
+            else LongModeSetup.Enter(vcpu, linux.Entry, LongModeSetup.Pml4Address - 16, [0, linux.ZeroPage]);
             return;
         }
         var image = Config.Image!;

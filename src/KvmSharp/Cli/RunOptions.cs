@@ -77,7 +77,7 @@ public sealed class RunOptions
             if (!File.Exists(Kernel)) throw new OptionsException("kernel", Kernel, "the file does not exist");
             try
             {
-                Vmm.Boot.Linux.BzImage.Load(Kernel);
+                Vmm.Boot.Linux.LinuxLoader.Check(Kernel);
             }
             catch (InvalidDataException e)
             {
