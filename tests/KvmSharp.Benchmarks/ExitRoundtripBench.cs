@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Globalization;
-using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Machine;
 using KvmSharp.Vmm.Vcpus;
 
@@ -21,74 +18,19 @@ namespace KvmSharp.Benchmarks;
 /// </remarks>
 internal static class ExitRoundtripBench
 {
-    private readonly record struct Result(long BenchExits, long TotalExits, double NsPerExit, double CpuNsPerExit, double WallMs);
-
-    public static int Run(string file, int warmups)
+    private static GuestLoopBench.Result RunOnce(byte[] bytes)
     {
-        byte[] bytes = File.ReadAllBytes(file);
-        bool verbose = Environment.GetEnvironmentVariable("BENCH_VERBOSE") is { Length: > 0 };
-        double? cold = null;
-        for (int i = 0; i < warmups; i++)
-        {
-            var warm = RunOnce(bytes);
-            cold ??= warm.NsPerExit;
-            if (verbose) Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"warm-up {i + 1}: {warm.NsPerExit:F1} ns/exit"));
-            Thread.Sleep(150); // let the tiered JIT's background compilation finish before the next VM
-        }
-
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        var result = RunOnce(bytes);
-
-        var inv = CultureInfo.InvariantCulture;
-        Console.WriteLine($"exits_0x80={result.BenchExits}");
-        Console.WriteLine($"total_exits={result.TotalExits}");
-        Console.WriteLine(string.Create(inv, $"wall_ms={result.WallMs:F2}"));
-        if (cold is { } c) Console.WriteLine(string.Create(inv, $"cold_ns_per_exit={c:F1}"));
-        Console.WriteLine(string.Create(inv, $"cpu_ns_per_exit={result.CpuNsPerExit:F1}"));
-        Console.WriteLine(string.Create(inv, $"ns_per_exit={result.NsPerExit:F1}"));
-        return 0;
-    }
-
-    private static Result RunOnce(byte[] bytes)
-    {
+        using var vm = GuestLoopBench.CreateVm(bytes, ExitRoundtripGuest.MemoryBytes, ExitRoundtripGuest.LoadAddress, ExitRoundtripGuest.DebugExitPort, "exit-roundtrip");
         var device = new TimestampingNullDevice();
-        var end = new EndClocks();
-        using var vm = VirtualMachine.Create(new VmConfig
-        {
-            MemoryBytes = ExitRoundtripGuest.MemoryBytes,
-            Cpus = 1,
-            Image = new GuestImage(bytes, ExitRoundtripGuest.LoadAddress, ExitRoundtripGuest.LoadAddress, CpuMode.Real, "exit-roundtrip"),
-            SerialSink = new NullSerialSink(),
-            DebugExitPort = ExitRoundtripGuest.DebugExitPort,
-        });
         vm.PortBus.Register(ExitRoundtripGuest.BenchPort, 1, device, "bench-null");
-        vm.Ended += end.Record; // raised on the vCPU thread by the debug-exit write
 
-        long wallStart = Stopwatch.GetTimestamp();
-        vm.Start();
-        var outcome = vm.WaitForExit();
-        long wallEnd = Stopwatch.GetTimestamp();
+        var run = GuestLoopBench.Start(vm);
 
-        if (outcome.Kind != VmExitKind.GuestExit || outcome.ExitCode != 0)
-            throw new BenchException($"the guest did not reach its debug-exit write: {outcome.Summary}\n{outcome.Report}");
+        GuestLoopBench.RequireCleanExit(run.Outcome);
         long writes = device.Writes;
         if (writes == 0) throw new BenchException("the guest made no exit on port 0x80");
-
-        double ns = (end.Timestamp - device.FirstWriteTimestamp) * 1e9 / Stopwatch.Frequency;
-        double cpuNs = end.ThreadCpuNs - device.FirstWriteThreadCpuNs;
-        return new Result(writes, vm.Vcpus[0].ExitCount, ns / writes, cpuNs / writes, (wallEnd - wallStart) * 1e3 / Stopwatch.Frequency);
+        return run.Figures(writes, device.FirstWriteTimestamp, device.FirstWriteThreadCpuNs);
     }
 
-    private sealed class EndClocks
-    {
-        public long Timestamp;
-        public long ThreadCpuNs;
-
-        public void Record(VmOutcome outcome)
-        {
-            Timestamp = Stopwatch.GetTimestamp();
-            ThreadCpuNs = ThreadClock.NowNs();
-        }
-    }
+    public static int Run(string file, int warmups) => GuestLoopBench.Run(file, warmups, "exits_0x80", "exit", RunOnce);
 }

@@ -115,7 +115,7 @@ public sealed class VirtualMachine : IDisposable
             {
                 // Linux wants the PC's interrupt controllers and timer; KVM emulates them in the kernel.
                 vm.CreateIrqchip();
-                vm.CreatePit2(KvmPitFlags.KVM_PIT_SPEAKER_DUMMY);
+                vm.CreatePit2(); // flags 0: port 0x61 stays with the i8042 model (KVM_PIT_SPEAKER_DUMMY hung the testbed's L1)
             }
             machine = new VirtualMachine(config, system, vm);
             machine.LayOutRam();

@@ -1,4 +1,3 @@
-using Iced.Intel;
 using KvmSharp.Tests.Integration.Infrastructure;
 using KvmSharp.Vmm.Guests;
 using Xunit;
@@ -69,47 +68,28 @@ public sealed class RunCommandTests
     [KvmFact]
     public void A_flat_image_boots_and_its_status_becomes_the_exit_code()
     {
-        var assembler = new Assembler(64);
-        assembler.mov(dx, 0x3F8);
-        assembler.mov(al, (byte)'K');
-        assembler.@out(dx, al);
-        TestGuest.ExitWith(assembler, 42);
-        var stream = new MemoryStream();
-        assembler.Assemble(new StreamCodeWriter(stream), 0x200000);
-        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-image-{Environment.ProcessId}.bin");
-        File.WriteAllBytes(path, stream.ToArray());
-        try
+        using var image = new FlatImageFile("image", assembler =>
         {
-            var result = KvmSharpProcess.Run(["run", "--image", path, "--entry", "0x200000"]);
-            Assert.Equal(42, result.ExitCode);
-            Assert.Equal("K", result.StandardOutput);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+            assembler.mov(dx, 0x3F8);
+            assembler.mov(al, (byte)'K');
+            assembler.@out(dx, al);
+            TestGuest.ExitWith(assembler, 42);
+        });
+
+        var result = KvmSharpProcess.Run(["run", "--image", image.Path, "--entry", image.Entry]);
+        Assert.Equal(42, result.ExitCode);
+        Assert.Equal("K", result.StandardOutput);
     }
 
     [KvmFact]
     public void A_guest_triple_fault_exits_71_with_a_report()
     {
-        var assembler = new Assembler(64);
-        assembler.ud2();
-        var stream = new MemoryStream();
-        assembler.Assemble(new StreamCodeWriter(stream), 0x200000);
-        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-fault-{Environment.ProcessId}.bin");
-        File.WriteAllBytes(path, stream.ToArray());
-        try
-        {
-            var result = KvmSharpProcess.Run(["run", "--image", path, "--entry", "0x200000"]);
-            Assert.Equal(71, result.ExitCode);
-            Assert.Contains("KVM_EXIT_SHUTDOWN", result.StandardError);
-            Assert.Contains("ud2", result.StandardError);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var image = new FlatImageFile("fault", assembler => assembler.ud2());
+
+        var result = KvmSharpProcess.Run(["run", "--image", image.Path, "--entry", image.Entry]);
+        Assert.Equal(71, result.ExitCode);
+        Assert.Contains("KVM_EXIT_SHUTDOWN", result.StandardError);
+        Assert.Contains("ud2", result.StandardError);
     }
 
     [KvmFact]
@@ -166,30 +146,22 @@ public sealed class RunCommandTests
     [KvmFact]
     public void Timeout_ends_a_guest_that_never_finishes_with_124_and_the_console_tail()
     {
-        var assembler = new Assembler(64);
-        var spin = assembler.CreateLabel();
-        assembler.mov(dx, 0x3F8);
-        assembler.mov(al, (byte)'S');
-        assembler.@out(dx, al);
-        assembler.Label(ref spin);
-        assembler.pause();
-        assembler.jmp(spin);
-        var stream = new MemoryStream();
-        assembler.Assemble(new StreamCodeWriter(stream), 0x200000);
-        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-spin-{Environment.ProcessId}.bin");
-        File.WriteAllBytes(path, stream.ToArray());
-        try
+        using var image = new FlatImageFile("spin", assembler =>
         {
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            var result = KvmSharpProcess.Run(["run", "--image", path, "--entry", "0x200000", "--expect", "never", "--timeout", "1.5"]);
-            Assert.Equal(124, result.ExitCode);
-            Assert.Contains("timed out after 1.5 s waiting for 'never'", result.StandardError);
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20));
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+            var spin = assembler.CreateLabel();
+            assembler.mov(dx, 0x3F8);
+            assembler.mov(al, (byte)'S');
+            assembler.@out(dx, al);
+            assembler.Label(ref spin);
+            assembler.pause();
+            assembler.jmp(spin);
+        });
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = KvmSharpProcess.Run(["run", "--image", image.Path, "--entry", image.Entry, "--expect", "never", "--timeout", "1.5"]);
+        Assert.Equal(124, result.ExitCode);
+        Assert.Contains("timed out after 1.5 s waiting for 'never'", result.StandardError);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20));
     }
 
     [Fact]
