@@ -50,7 +50,8 @@ writable layer) and /dev/kvm. Its output streams to stdout; its exit status is r
 environment:
   TESTBED_TIMEOUT=1800   seconds before QEMU is killed (exit 124)
   TESTBED_MEM=           L1 RAM in MiB (default 4096 when the host has 6 GiB available, else 2048)
-  TESTBED_SMP=2          L1 vCPUs (multi-threaded TCG, one host thread each)
+  TESTBED_SMP=1          L1 vCPUs (multi-threaded TCG, one host thread each). 1 by default: with 2,
+                         L1 was seen soft-locking up (both CPUs stuck) while an L2 VM ended
   TESTBED_CPU=EPYC,+svm,+npt   QEMU -cpu for L1
   TESTBED_ROOT=overlay   overlay: writable throw-away root; ro: read-only root (tmpfs /tmp)
   TESTBED_OUT=           host directory shared writable at the same path, also exported inside
@@ -71,7 +72,7 @@ case $1 in -h | --help) usage; exit 0 ;; esac
 cmd="$*"
 
 timeout_s=${TESTBED_TIMEOUT:-1800}
-smp=${TESTBED_SMP:-2}
+smp=${TESTBED_SMP:-1}
 cpu=${TESTBED_CPU:-EPYC,+svm,+npt}
 rootmode=${TESTBED_ROOT:-overlay}
 if ! [[ $timeout_s =~ ^[0-9]+$ ]] || ((timeout_s == 0)); then

@@ -73,6 +73,13 @@ public sealed unsafe class KvmVm : IDisposable
         NativeIoctl.Checked(Fd, KvmIoctls.KVM_CREATE_PIT2, &config);
     }
 
+    /// <summary>KVM_REINJECT_CONTROL: whether the in-kernel PIT queues ticks the guest missed and replays them.</summary>
+    public void SetPitReinject(bool reinject)
+    {
+        var control = new kvm_reinject_control { pit_reinject = reinject ? (byte)1 : (byte)0 };
+        NativeIoctl.Checked(Fd, KvmIoctls.KVM_REINJECT_CONTROL, &control);
+    }
+
     public void SetIrqLine(uint irq, bool level)
     {
         var line = new kvm_irq_level { irq = irq, level = level ? 1u : 0u };

@@ -24,6 +24,7 @@ internal static unsafe class KvmIoctls
     public static readonly uint KVM_CREATE_IRQCHIP = IO(KVMIO, 0x60);
     public static readonly uint KVM_IRQ_LINE = IOW(KVMIO, 0x61, sizeof(kvm_irq_level));
     public static readonly uint KVM_CREATE_PIT2 = IOW(KVMIO, 0x77, sizeof(kvm_pit_config));
+    public static readonly uint KVM_REINJECT_CONTROL = IO(KVMIO, 0x71);
     public static readonly uint KVM_ENABLE_CAP = IOW(KVMIO, 0xa3, sizeof(kvm_enable_cap));
 
     // vCPU ioctls.

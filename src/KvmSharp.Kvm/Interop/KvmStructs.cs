@@ -162,3 +162,10 @@ public static class KvmPitFlags
     /// <summary>KVM answers the PC speaker port 0x61 itself (timer 2 gate and output), as Linux's PIT calibration expects.</summary>
     public const uint KVM_PIT_SPEAKER_DUMMY = 1;
 }
+
+[KvmLayout("struct kvm_reinject_control"), StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_reinject_control
+{
+    public byte pit_reinject;
+    public fixed byte reserved[31];
+}
