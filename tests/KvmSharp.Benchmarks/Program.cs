@@ -12,6 +12,7 @@ const string Usage = """
                                                    write the 16-bit guest making N dword writes to the tracked page 0x8000
                                                    (unchanged: each write stores the bytes memory holds; diagnostic)
       tracked-write FILE [WARMUPS]                 run FILE under KvmSharp with gfn 8 tracked; prints ns_per_write=X
+      smm-check                                    SMM memslots (as_id 1) and tracking in both address spaces on this KVM
       tracking-ops [OPS [SECONDS [CPUS]]]          AddGfn/RemoveGfn per second while CPUS vCPUs spin writing the region
                                                    (default 2000 operations, at most 10 s, 2 vCPUs)
     """;
@@ -34,6 +35,7 @@ try
             rest.Length > 0 ? ParseInt(rest[0], "OPS", 2) : TrackingOpsBench.DefaultOperations,
             rest.Length > 1 ? ParseInt(rest[1], "SECONDS", 1) : TrackingOpsBench.DefaultSeconds,
             rest.Length > 2 ? ParseInt(rest[2], "CPUS", 1) : TrackingOpsBench.DefaultCpus),
+        ["smm-check"] => SmmCheck.Run(),
         ["gfn-lookup"] => GfnLookupBench.Run(GfnLookupBench.DefaultSizes),
         ["gfn-lookup", .. var sizes] => GfnLookupBench.Run(sizes.Select(s => ParseInt(s, "SLOTS", 1)).ToArray()),
         _ => Fail(Usage, 2),
