@@ -3,7 +3,8 @@
 # scripts/testbed/run-in-testbed.sh, from the repository root, after a Release build on the host:
 # Debian's cloud kernel with the busybox initramfs of scripts/guest/fetch-guest.sh boots under
 # `kvmsharp run --kernel` to its marker with 1 and with 2 vCPUs (the guest reports the CPUs it
-# sees), a guest reboot or poweroff ends the VM with status 0, the serial console takes typed input, and
+# sees), also through the PVH entry of an ELF vmlinux, a guest reboot or poweroff ends the VM with
+# status 0, the serial console takes typed input, and
 # SMM-address-space memslots work on this KVM. One line per check, then
 # "boot-tests: N passed, N failed".
 #
@@ -26,7 +27,7 @@ boot() {
     local name=$1 cpus=$2 extra=$3
     shift 3
     local start=$(date +%s.%N)
-    dotnet "$dll" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M --cpus "$cpus" \
+    dotnet "$dll" run --kernel "${kernel:-$KVMSHARP_GUEST_KERNEL}" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M --cpus "$cpus" \
         --cmdline "console=ttyS0 reboot=k panic=-1 quiet $extra" --timeout "$timeout_s" "$@" \
         >"$work/$name.out" 2>"$work/$name.err" </dev/null
     rc=$?
@@ -59,6 +60,18 @@ report reboot "$ok" "exit $rc in ${seconds}s: $(grep -o 'the guest rebooted[^)]*
 boot poweroff 1 "kvmsharp.cmd=poweroff"
 ok=0; [ "$rc" = 0 ] && grep -q "the guest powered off" "$work/poweroff.err" && ok=1
 report poweroff "$ok" "exit $rc in ${seconds}s"
+
+# The PVH entry: an uncompressed ELF vmlinux (the testbed's own generic Debian kernel, which the
+# testbed script extracts and caches; KVMSHARP_GUEST_VMLINUX overrides).
+vmlinux=${KVMSHARP_GUEST_VMLINUX:-$(ls -t "${KVMSHARP_CACHE:-/var/cache/kvmsharp}"/testbed/*/vmlinux 2>/dev/null | head -1)}
+if [ -n "$vmlinux" ] && [ -f "$vmlinux" ]; then
+    kernel=$vmlinux boot pvh 2 "kvmsharp.cmd=poweroff" --expect "KVMSHARP-CPUS=2"
+    ok=0; [ "$rc" = 0 ] && ok=1
+    report pvh "$ok" "exit $rc in ${seconds}s, $(basename "$(dirname "$vmlinux")")"
+else
+    echo "" >"$work/pvh.out"; echo "no vmlinux found" >"$work/pvh.err"
+    report pvh 0 "no ELF vmlinux: set KVMSHARP_GUEST_VMLINUX"
+fi
 
 # Interactive console: type a command once the shell is up, read its output back.
 mkfifo "$work/stdin"
