@@ -57,8 +57,8 @@ public static class AcpiTables
         rsdp[15] = 2;                                                      // ACPI 2.0+: use the XSDT
         BinaryPrimitives.WriteUInt32LittleEndian(rsdp.AsSpan(20), 36);
         BinaryPrimitives.WriteUInt64LittleEndian(rsdp.AsSpan(24), xsdtAddress);
-        rsdp[8] = Checksum(rsdp.AsSpan(0, 20));
-        rsdp[32] = Checksum(rsdp);
+        rsdp[8] = FirmwareChecksum.Compute(rsdp.AsSpan(0, 20));
+        rsdp[32] = FirmwareChecksum.Compute(rsdp);
         return rsdp;
     }
 
@@ -153,17 +153,9 @@ public static class AcpiTables
         Encoding.ASCII.GetBytes("KSHP").CopyTo(table, 28);
         BinaryPrimitives.WriteUInt32LittleEndian(table.AsSpan(32), 1);
         write(table.AsSpan(36));
-        table[9] = Checksum(table);
+        table[9] = FirmwareChecksum.Compute(table);
         return table;
     }
 
     private static ulong Align(ulong address) => (address + 15) & ~15UL;
-
-    /// <summary>The byte that makes the sum of all bytes zero (computed while the checksum byte is still zero).</summary>
-    public static byte Checksum(ReadOnlySpan<byte> bytes)
-    {
-        byte sum = 0;
-        foreach (byte b in bytes) sum += b;
-        return (byte)(0x100 - sum);
-    }
 }

@@ -55,7 +55,7 @@ public static class MpTable
         BinaryPrimitives.WriteUInt32LittleEndian(floating[4..], (uint)(address + FloatingSize));
         floating[8] = 1;   // length in 16-byte units
         floating[9] = 4;   // spec revision 1.4
-        floating[10] = Checksum(floating);
+        floating[10] = FirmwareChecksum.Compute(floating);
 
         var header = table.AsSpan(FloatingSize, tableLength);
         Encoding.ASCII.GetBytes("PCMP").CopyTo(header);
@@ -71,15 +71,7 @@ public static class MpTable
             entry.CopyTo(header[offset..]);
             offset += entry.Length;
         }
-        header[7] = Checksum(header);
+        header[7] = FirmwareChecksum.Compute(header);
         return table;
-    }
-
-    // The byte that makes the sum of every byte zero (the checksum field itself is still zero here).
-    private static byte Checksum(ReadOnlySpan<byte> bytes)
-    {
-        byte sum = 0;
-        foreach (byte b in bytes) sum += b;
-        return (byte)(0x100 - sum);
     }
 }
