@@ -64,7 +64,7 @@ internal static unsafe class RawExitRoundtripBench
         });
         if (set < 0) throw new BenchException($"KVM_SET_USER_MEMORY_REGION failed: errno {-set}");
         using var vcpu = vm.CreateVcpu(0);
-        CpuidSetup.Apply(vcpu, system.GetSupportedCpuid());
+        CpuidSetup.Apply(vcpu, system.GetSupportedCpuid(), cpus: 1);
         RealModeSetup.Enter(vcpu, ExitRoundtripGuest.LoadAddress);
 
         kvm_run* run = vcpu.Run;

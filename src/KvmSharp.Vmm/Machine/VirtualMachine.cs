@@ -219,7 +219,7 @@ public sealed class VirtualMachine : IDisposable
 
     private void ConfigureVcpu(KvmVcpu vcpu)
     {
-        CpuidSetup.Apply(vcpu, _supportedCpuid);
+        CpuidSetup.Apply(vcpu, _supportedCpuid, Config.Cpus);
         if (_linux is { } linux)
         {
             var refused = LinuxVcpuSetup.SetBootMsrs(vcpu);
