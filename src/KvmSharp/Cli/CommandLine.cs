@@ -27,6 +27,7 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
     private static readonly Dictionary<string, string> SwitchFlags = new(StringComparer.Ordinal)
     {
         ["--memfd"] = "Memfd",
+        ["--stats"] = "Stats",
     };
 
     public static readonly string[] Verbs = ["run", "caps", "help"];
@@ -93,6 +94,7 @@ public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string
           --timeout SECONDS    give up after SECONDS: exit 124 with the console's tail
           --serial stdout|FILE where the guest's serial console goes (default stdout)
           --memfd              back guest RAM with a memfd
+          --stats              print exit statistics (per exit reason, port and MMIO range) at the end
           --track RANGES       audit guest writes to these ranges: GPA, GPA-GPA (end exclusive) or
                                GPA+SIZE, comma-separated; e.g. --track 0x180000-0x188000 shows the
                                built-in guest's pattern writes

@@ -35,6 +35,9 @@ public sealed class RunOptions
     /// <summary>Back guest RAM with a memfd (--memfd).</summary>
     public bool Memfd { get; set; }
 
+    /// <summary>Print exit statistics at the end of the run (--stats).</summary>
+    public bool Stats { get; set; }
+
     /// <summary>Guest ranges whose writes the write-audit tracker reports (--track).</summary>
     public string? Track { get; set; }
 
@@ -132,6 +135,7 @@ public sealed class RunOptions
             Expect = Expect,
             Timeout = Timeout is { } t ? TimeSpan.FromSeconds(t) : null,
             RestartOnReboot = restartOnReboot,
+            Stats = Stats,
         };
     }
 }
@@ -144,6 +148,7 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     public string? Expect { get; init; }
     public TimeSpan? Timeout { get; init; }
     public bool RestartOnReboot { get; init; }
+    public bool Stats { get; init; }
 }
 
 /// <summary>A setting has an invalid value; the message names it, its value, and what is expected.</summary>
