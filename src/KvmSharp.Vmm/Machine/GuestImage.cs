@@ -8,9 +8,24 @@ namespace KvmSharp.Vmm.Machine;
 /// </summary>
 public sealed record GuestImage(byte[] Bytes, ulong LoadAddress, ulong Entry, CpuMode Mode, string Name)
 {
-    public static GuestImage FromFile(string path, ulong entry, CpuMode mode, ulong? loadAddress = null)
+    /// <summary>Read an image file (a regular file; see <see cref="GuestFile"/> for the exceptions).</summary>
+    public static GuestImage FromFile(string path, ulong entry, CpuMode mode, ulong? loadAddress = null) =>
+        new(GuestFile.Read(path, "guest image", GuestFile.MaxBytes), loadAddress ?? entry, entry, mode, Path.GetFileName(path));
+
+    /// <summary>
+    /// Check before the VM exists that <paramref name="path"/> is a regular, non-empty file that fits
+    /// in guest RAM below the PCI hole when loaded at <paramref name="loadAddress"/> (0 when unknown).
+    /// Throws <see cref="InvalidDataException"/> (wrong kind or size), <see cref="FileNotFoundException"/>
+    /// or <see cref="IOException"/>, each naming the file; returns the size.
+    /// </summary>
+    public static long Check(string path, ulong memoryBytes, ulong loadAddress = 0)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"guest image '{path}' does not exist", path);
-        return new GuestImage(File.ReadAllBytes(path), loadAddress ?? entry, entry, mode, Path.GetFileName(path));
+        ulong lowEnd = Boot.Linux.LinuxLoader.LowRamEnd(memoryBytes);
+        if (loadAddress >= lowEnd)
+            throw new InvalidDataException($"guest image '{path}': the load address 0x{loadAddress:x} is outside the guest's {GuestFile.FormatSize(lowEnd)} of low memory");
+        ulong room = lowEnd - loadAddress;
+        return GuestFile.Check(path, "guest image", GuestFile.MaxBytesWithin(room),
+            loadAddress == 0 ? $"the guest's {GuestFile.FormatSize(lowEnd)} of low memory"
+                : $"the {GuestFile.FormatSize(room)} between its load address 0x{loadAddress:x} and the end of the guest's {GuestFile.FormatSize(lowEnd)} of low memory");
     }
 }

@@ -26,7 +26,7 @@ public sealed class VirtualMachine : IDisposable
     // Where QEMU puts the pages Intel VMX needs for real mode without unrestricted guest.
     private const ulong TssAddress = 0xFFFB_D000;
     private const ulong IdentityMapAddress = 0xFFFB_C000;
-    private const ulong LowRamLimit = 3UL << 30;
+    internal const ulong LowRamLimit = 3UL << 30;
     private const ulong HighRamBase = 4UL << 30;
 
     private readonly List<VcpuRunner> _vcpus = new();

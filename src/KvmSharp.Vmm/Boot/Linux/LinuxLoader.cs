@@ -17,73 +17,124 @@ public static class LinuxLoader
 
     public const ulong PvhStartInfo = 0x6000;
 
-    /// <summary>Check that a file is a kernel KvmSharp can boot (bzImage, or ELF vmlinux with a PVH note).</summary>
-    public static void Check(string path)
+    /// <summary>The longest command line: x86 Linux's COMMAND_LINE_SIZE is 2048 bytes with the NUL (for a bzImage, its cmdline_size rules).</summary>
+    public const int PvhCommandLineLimit = 2047;
+
+    /// <summary>
+    /// Check that a file is a kernel KvmSharp can boot (bzImage, or ELF vmlinux with a PVH note):
+    /// a regular file of at most <see cref="GuestFile.MaxKernelBytes"/> whose headers hold.
+    /// Throws <see cref="InvalidDataException"/> (wrong kind, size or content),
+    /// <see cref="FileNotFoundException"/> or <see cref="IOException"/>, each naming the file.
+    /// </summary>
+    public static void Check(string path) => ReadKernel(path);
+
+    /// <summary>
+    /// Everything <see cref="Load"/> would refuse, found before the VM exists: the kernel as in
+    /// <see cref="Check(string)"/>, the initrd (a regular file), and that kernel, command line and
+    /// initrd fit in <paramref name="memoryBytes"/> of guest RAM. Same exceptions as <see cref="Check(string)"/>.
+    /// </summary>
+    public static void Check(LinuxBootConfig config, ulong memoryBytes)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"kernel '{path}' does not exist", path);
-        byte[] file = File.ReadAllBytes(path);
-        if (PvhKernel.IsElf(file)) PvhKernel.Parse(file, Path.GetFileName(path));
-        else BzImage.Parse(file, Path.GetFileName(path));
+        object kernel = ReadKernel(config.KernelPath);
+        ulong lowEnd = LowRamEnd(memoryBytes);
+        ulong initrdSize = config.InitrdPath is null ? 0 : (ulong)CheckInitrd(config.InitrdPath, memoryBytes);
+        Plan(kernel, config, lowEnd, initrdSize);
+    }
+
+    /// <summary>Check an initrd: a regular file no larger than the guest's RAM below the PCI hole; returns its size.</summary>
+    public static long CheckInitrd(string path, ulong memoryBytes)
+    {
+        ulong lowEnd = LowRamEnd(memoryBytes);
+        return GuestFile.Check(path, "initrd", GuestFile.MaxBytesWithin(lowEnd), $"the guest's {GuestFile.FormatSize(lowEnd)} of low memory");
     }
 
     public static Result Load(GuestPhysicalMemory memory, IReadOnlyList<(ulong Address, ulong Size)> ram, LinuxBootConfig config, int cpus)
     {
-        if (!File.Exists(config.KernelPath)) throw new FileNotFoundException($"kernel '{config.KernelPath}' does not exist", config.KernelPath);
-        byte[] file = File.ReadAllBytes(config.KernelPath);
-        if (PvhKernel.IsElf(file)) return LoadPvh(memory, ram, config, cpus, PvhKernel.Parse(file, Path.GetFileName(config.KernelPath)));
-        var kernel = BzImage.Parse(file, Path.GetFileName(config.KernelPath));
+        object kernel = ReadKernel(config.KernelPath);
         ulong lowEnd = ram[0].Address + ram[0].Size;
-        if (lowEnd < LinuxBootLayout.MinimumMemory)
-            throw new ArgumentException($"memory: {lowEnd >> 20} MiB is too little to boot Linux; give at least {LinuxBootLayout.MinimumMemory >> 20}M");
-
-        byte[] commandLine = System.Text.Encoding.ASCII.GetBytes(config.CommandLine + "\0");
-        if (kernel.CommandLineSize > 0 && (ulong)commandLine.Length > kernel.CommandLineSize + 1UL)
-            throw new ArgumentException($"cmdline: {commandLine.Length - 1} bytes is longer than this kernel accepts ({kernel.CommandLineSize})");
-
-        // The decompressor works between the load address and max(load, preferred) + init_size.
-        ulong kernelEnd = Math.Max(LinuxBootLayout.KernelLoad, kernel.PreferredAddress) + kernel.InitSize;
-        if (kernelEnd > lowEnd)
-            throw new ArgumentException($"memory: the kernel needs memory up to 0x{kernelEnd:x} to decompress, above the {lowEnd >> 20} MiB given");
-
-        var (initrdAddress, initrdSize) = PlaceInitrd(memory, config, kernelEnd, Math.Min(lowEnd, (ulong)kernel.InitrdAddressMax + 1));
-        memory.Write(LinuxBootLayout.KernelLoad, kernel.ProtectedModeKernel);
-        WriteFirmwareTables(memory, commandLine, cpus);
-
+        byte[]? initrd = config.InitrdPath is null ? null
+            : GuestFile.Read(config.InitrdPath, "initrd", GuestFile.MaxBytesWithin(lowEnd), $"the guest's {GuestFile.FormatSize(lowEnd)} of low memory");
+        var plan = Plan(kernel, config, lowEnd, (ulong)(initrd?.Length ?? 0));
+        if (initrd is not null) memory.Write(plan.InitrdAddress, initrd);
+        WriteFirmwareTables(memory, plan.CommandLine, cpus);
         var e820 = BuildE820(ram);
-        memory.Write(LinuxBootLayout.ZeroPage, ZeroPage.Build(kernel, LinuxBootLayout.KernelLoad, LinuxBootLayout.CommandLine, initrdAddress, initrdSize, e820));
-        return new Result(LinuxBootLayout.KernelLoad + 0x200, LinuxBootLayout.ZeroPage, initrdAddress, initrdSize, e820);
-    }
-
-    private static Result LoadPvh(GuestPhysicalMemory memory, IReadOnlyList<(ulong Address, ulong Size)> ram, LinuxBootConfig config, int cpus, PvhKernel kernel)
-    {
-        ulong lowEnd = ram[0].Address + ram[0].Size;
-        if (kernel.End > lowEnd)
-            throw new ArgumentException($"memory: '{kernel.Name}' loads up to 0x{kernel.End:x}, above the {lowEnd >> 20} MiB given");
-        byte[] commandLine = System.Text.Encoding.ASCII.GetBytes(config.CommandLine + "\0");
-        foreach (var (address, bytes, memorySize) in kernel.Segments)
+        if (kernel is PvhKernel pvh)
         {
-            memory.Write(address, bytes);
-            if (memorySize > (ulong)bytes.Length) memory.Write(address + (ulong)bytes.Length, new byte[memorySize - (ulong)bytes.Length]);
+            foreach (var (address, bytes, memorySize) in pvh.Segments)
+            {
+                memory.Write(address, bytes);
+                WriteZeros(memory, address + (ulong)bytes.Length, memorySize - (ulong)bytes.Length);
+            }
+            memory.Write(PvhStartInfo, HvmStartInfo.Build(PvhStartInfo, LinuxBootLayout.CommandLine, Acpi.AcpiTables.RsdpAddress, plan.InitrdAddress, plan.InitrdSize, e820));
+            return new Result(pvh.Entry, PvhStartInfo, plan.InitrdAddress, plan.InitrdSize, e820) { IsPvh = true };
         }
-        var (initrdAddress, initrdSize) = PlaceInitrd(memory, config, kernel.End, lowEnd);
-        WriteFirmwareTables(memory, commandLine, cpus);
-        var e820 = BuildE820(ram);
-        memory.Write(PvhStartInfo, HvmStartInfo.Build(PvhStartInfo, LinuxBootLayout.CommandLine, Acpi.AcpiTables.RsdpAddress, initrdAddress, initrdSize, e820));
-        return new Result(kernel.Entry, PvhStartInfo, initrdAddress, initrdSize, e820) { IsPvh = true };
+        var bzImage = (BzImage)kernel;
+        memory.Write(LinuxBootLayout.KernelLoad, bzImage.ProtectedModeKernel);
+        memory.Write(LinuxBootLayout.ZeroPage, ZeroPage.Build(bzImage, LinuxBootLayout.KernelLoad, LinuxBootLayout.CommandLine, plan.InitrdAddress, plan.InitrdSize, e820));
+        return new Result(LinuxBootLayout.KernelLoad + 0x200, LinuxBootLayout.ZeroPage, plan.InitrdAddress, plan.InitrdSize, e820);
     }
 
-    // The initrd goes as high as the ceiling allows, page aligned, above the kernel.
-    private static (ulong Address, ulong Size) PlaceInitrd(GuestPhysicalMemory memory, LinuxBootConfig config, ulong kernelEnd, ulong ceiling)
+    /// <summary>Low RAM as the VM lays it out: guest RAM up to the PCI hole at 3 GiB.</summary>
+    public static ulong LowRamEnd(ulong memoryBytes) => Math.Min(memoryBytes, Machine.VirtualMachine.LowRamLimit);
+
+    // A BzImage or a PvhKernel, read as a regular file of bounded size.
+    private static object ReadKernel(string path)
     {
-        if (config.InitrdPath is null) return (0, 0);
-        if (!File.Exists(config.InitrdPath)) throw new FileNotFoundException($"initrd '{config.InitrdPath}' does not exist", config.InitrdPath);
-        byte[] initrd = File.ReadAllBytes(config.InitrdPath);
-        ulong size = (ulong)initrd.Length;
-        ulong address = (ceiling - size) & ~0xFFFUL;
-        if (size > ceiling || address < kernelEnd)
-            throw new ArgumentException($"memory: the initrd ({size >> 20} MiB) does not fit between the kernel (ends 0x{kernelEnd:x}) and 0x{ceiling:x}; give more memory");
-        memory.Write(address, initrd);
-        return (address, size);
+        byte[] file = GuestFile.Read(path, "kernel", GuestFile.MaxKernelBytes);
+        string name = Path.GetFileName(path);
+        return PvhKernel.IsElf(file) ? PvhKernel.Parse(file, name) : BzImage.Parse(file, name);
+    }
+
+    private readonly record struct Placement(byte[] CommandLine, ulong InitrdAddress, ulong InitrdSize);
+
+    // Where everything goes, from headers and sizes alone, so Check and Load refuse the same things.
+    private static Placement Plan(object kernel, LinuxBootConfig config, ulong lowEnd, ulong initrdSize)
+    {
+        if (lowEnd < LinuxBootLayout.MinimumMemory)
+            throw new InvalidDataException($"memory: {lowEnd >> 20} MiB is too little to boot Linux; give at least {LinuxBootLayout.MinimumMemory >> 20}M");
+        byte[] commandLine = System.Text.Encoding.ASCII.GetBytes(config.CommandLine + "\0");
+        // The command line lives at 0x20000, below the MP table; a header's cmdline_size cannot move that.
+        ulong commandLineLimit = Math.Min(kernel is BzImage { CommandLineSize: > 0 } b ? b.CommandLineSize : PvhCommandLineLimit,
+            LinuxBootLayout.MpTable - LinuxBootLayout.CommandLine - 1);
+        if ((ulong)commandLine.Length - 1 > commandLineLimit)
+            throw new InvalidDataException($"cmdline: {commandLine.Length - 1} bytes is longer than this kernel accepts ({commandLineLimit} bytes); shorten it");
+
+        ulong kernelEnd, ceiling;
+        if (kernel is PvhKernel pvh)
+        {
+            if (pvh.End > lowEnd)
+                throw new InvalidDataException($"memory: kernel '{pvh.Name}' loads up to 0x{pvh.End:x}, above the {GuestFile.FormatSize(lowEnd)} of low memory given; give more memory");
+            (kernelEnd, ceiling) = (pvh.End, lowEnd);
+        }
+        else
+        {
+            var bzImage = (BzImage)kernel;
+            // The decompressor works between the load address and max(load, preferred) + init_size;
+            // BzImage.Parse refused a pref_address + init_size that wraps.
+            kernelEnd = Math.Max(LinuxBootLayout.KernelLoad, bzImage.PreferredAddress) + bzImage.InitSize;
+            if (kernelEnd > lowEnd)
+                throw new InvalidDataException($"memory: kernel '{bzImage.Name}' needs memory up to 0x{kernelEnd:x} to decompress, above the {GuestFile.FormatSize(lowEnd)} of low memory given; give more memory");
+            ceiling = Math.Min(lowEnd, (ulong)bzImage.InitrdAddressMax + 1);
+        }
+        if (config.InitrdPath is null) return new Placement(commandLine, 0, 0);
+
+        // The initrd goes as high as the ceiling allows, page aligned, above the kernel.
+        if (initrdSize > ceiling || ((ceiling - initrdSize) & ~0xFFFUL) < kernelEnd)
+            throw new InvalidDataException($"memory: the initrd ({GuestFile.FormatSize(initrdSize)}) does not fit between the kernel (ends 0x{kernelEnd:x}) and 0x{ceiling:x}; give more memory");
+        return new Placement(commandLine, (ceiling - initrdSize) & ~0xFFFUL, initrdSize);
+    }
+
+    // Guest RAM starts zeroed, but a restarted VM reuses it: clear a segment's bss in bounded chunks.
+    private static void WriteZeros(GuestPhysicalMemory memory, ulong address, ulong length)
+    {
+        if (length == 0) return;
+        var zeros = new byte[(int)Math.Min(length, 1UL << 20)];
+        for (ulong done = 0; done < length;)
+        {
+            int chunk = (int)Math.Min(length - done, (ulong)zeros.Length);
+            memory.Write(address + done, zeros.AsSpan(0, chunk));
+            done += (ulong)chunk;
+        }
     }
 
     private static void WriteFirmwareTables(GuestPhysicalMemory memory, byte[] commandLine, int cpus)
