@@ -10,12 +10,14 @@ public sealed class BzImageTests
     public void A_valid_header_is_read_field_by_field()
     {
         var image = BzImage.Parse(SyntheticBzImage.Create(setupSectors: 27, kernelBytes: 1000), "test");
+        Assert.Equal(28 * 512, image.SetupBytes);
+        Assert.Equal(63u, image.SysSize);
         Assert.Equal(27, image.SetupSectors);
         Assert.Equal(0x020F, image.ProtocolVersion);
         Assert.Equal("2.15", image.Version);
         Assert.True(image.Relocatable);
         Assert.Equal(0x1000000UL, image.PreferredAddress);
-        Assert.Equal(1000, image.ProtectedModeKernel.Length);
+        Assert.Equal(1008, image.ProtectedModeKernel.Length);              // 63 paragraphs
         Assert.Equal(0x268 - 0x1F1, image.SetupHeader.Length);
     }
 

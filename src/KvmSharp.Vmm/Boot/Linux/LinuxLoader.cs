@@ -77,13 +77,16 @@ public static class LinuxLoader
     /// <summary>Low RAM as the VM lays it out: guest RAM up to the PCI hole at 3 GiB.</summary>
     public static ulong LowRamEnd(ulong memoryBytes) => Math.Min(memoryBytes, Machine.VirtualMachine.LowRamLimit);
 
+    /// <summary>The checks of <see cref="Check(LinuxBootConfig, ulong)"/> on kernel bytes already read, and an initrd size.</summary>
+    internal static void Check(byte[] kernelFile, string name, LinuxBootConfig config, ulong memoryBytes, ulong initrdSize) =>
+        Plan(ParseKernel(kernelFile, name), config, LowRamEnd(memoryBytes), initrdSize);
+
     // A BzImage or a PvhKernel, read as a regular file of bounded size.
-    private static object ReadKernel(string path)
-    {
-        byte[] file = GuestFile.Read(path, "kernel", GuestFile.MaxKernelBytes);
-        string name = Path.GetFileName(path);
-        return PvhKernel.IsElf(file) ? PvhKernel.Parse(file, name) : BzImage.Parse(file, name);
-    }
+    private static object ReadKernel(string path) =>
+        ParseKernel(GuestFile.Read(path, "kernel", GuestFile.MaxKernelBytes), Path.GetFileName(path));
+
+    private static object ParseKernel(byte[] file, string name) =>
+        PvhKernel.IsElf(file) ? PvhKernel.Parse(file, name) : BzImage.Parse(file, name);
 
     private readonly record struct Placement(byte[] CommandLine, ulong InitrdAddress, ulong InitrdSize);
 
