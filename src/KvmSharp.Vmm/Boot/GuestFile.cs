@@ -84,6 +84,7 @@ public static unsafe class GuestFile
     private static int OpenRegular(string path, string what, long maxBytes, string? limit, out long size)
     {
         if (string.IsNullOrEmpty(path)) throw new InvalidDataException($"{what}: the path is empty");
+        if (path.Contains('\0')) throw new InvalidDataException($"{what} '{path.Replace("\0", "\\0")}': the path contains a NUL character");
         byte[] pathBytes = Encoding.UTF8.GetBytes(path + "\0");
         stat status;
         fixed (byte* p = pathBytes)

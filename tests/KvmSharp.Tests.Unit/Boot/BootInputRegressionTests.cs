@@ -98,6 +98,7 @@ public sealed class BootInputRegressionTests : IDisposable
         Assert.Equal($"initrd '{fifo}' is not a regular file (FIFO); give a file", Assert.Throws<InvalidDataException>(() => LinuxLoader.CheckInitrd(fifo, 64UL << 20)).Message);
         string missing = Path.Combine(_directory, "missing");
         Assert.Equal($"kernel '{missing}' does not exist", Assert.Throws<FileNotFoundException>(() => LinuxLoader.Check(missing)).Message);
+        Assert.Equal(@"kernel '/tmp\0x': the path contains a NUL character", Assert.Throws<InvalidDataException>(() => LinuxLoader.Check("/tmp\0x")).Message);
         string empty = WriteFile("empty", []);
         Assert.Equal($"guest image '{empty}' is empty", Assert.Throws<InvalidDataException>(() => GuestImage.Check(empty, 64UL << 20, 0x10000)).Message);
     }
