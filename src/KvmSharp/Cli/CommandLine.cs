@@ -61,17 +61,30 @@ public sealed class CommandLine
             Arity = setting.IsSwitch ? ArgumentArity.ZeroOrOne : ArgumentArity.OneOrMore,
             CustomParser = result => result.Tokens.Count == 0 ? "true" : result.Tokens[^1].Value,
         };
+        // System.CommandLine gives a value flag the next token even when it is another flag: `--memory --cpus 2`.
+        option.Validators.Add(result =>
+        {
+            if (result.Tokens.FirstOrDefault(token => IsFlag(token.Value)) is { } flag)
+                result.AddError($"{setting.Flag} needs a value, not the flag '{flag.Value}' (a value starting with -- is given as {setting.Flag}=VALUE)");
+        });
         if (setting.IsSwitch) option.CompletionSources.Add("true", "false");
         else if (setting.Values is { } values) option.CompletionSources.Add(values);
         return option;
     }
+
+    // An option's own complaint explains more than the stray tokens it leaves behind.
+    private static string FirstError(ParseResult result) =>
+        result.Errors.OrderBy(error => error.SymbolResult is System.CommandLine.Parsing.OptionResult ? 0 : 1).First().Message;
+
+    private static bool IsFlag(string token) =>
+        token is "-h" or "-?" or "--help" or "--version" || RunSetting.All.Any(setting => setting.Flag == token);
 
     /// <summary>Parse; the result says which verb ran (or that System.CommandLine's own help, version or completion action applies) and carries the flags as settings.</summary>
     public ParsedCommandLine Parse(IReadOnlyList<string> args)
     {
         var result = Root.Parse(args);
         if (result.Action is ParseErrorAction)
-            return new ParsedCommandLine(ParsedVerb.Error, new Dictionary<string, string?>(), result) { Error = $"{result.Errors[0].Message} See 'kvmsharp --help'." };
+            return new ParsedCommandLine(ParsedVerb.Error, new Dictionary<string, string?>(), result) { Error = $"{FirstError(result)} See 'kvmsharp --help'." };
         if (result.Action is not null && result.CommandResult.Command is var command && result.Action != command.Action)
             return new ParsedCommandLine(ParsedVerb.BuiltIn, new Dictionary<string, string?>(), result);
 

@@ -113,7 +113,7 @@ public sealed class RunOptions
         if (!SizeParser.TryParse(text, out ulong memory) || memory < (1UL << 20) || memory % (1UL << 20) != 0)
             throw new OptionsException(RunSetting.Memory, text, "give a whole number of MiB such as 64M or 2G, at least 1M");
         if (memory > MaximumMemory)
-            throw new OptionsException(RunSetting.Memory, text, $"KvmSharp lays out at most {MaximumMemory >> 40}T of guest RAM");
+            throw new OptionsException(RunSetting.Memory, text, $"KvmSharp lays out at most {MaximumMemory >> 40}T of guest RAM; give 1T or less");
         if (!force && hostMemoryBytes is { } host && memory > host)
             throw new OptionsException(RunSetting.Memory, text,
                 $"this host has {Size(host)} of RAM (MemTotal in /proc/meminfo); give less, or add --force-memory to overcommit");
@@ -133,7 +133,7 @@ public sealed class RunOptions
     {
         if (Timeout is null) return null;
         const double Week = 7 * 24 * 3600;
-        if (!double.TryParse(Timeout.Trim(), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double seconds) || seconds <= 0 || seconds > Week)
+        if (!double.TryParse(Timeout.Trim(), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double seconds) || !double.IsFinite(seconds) || seconds <= 0 || seconds > Week)
             throw new OptionsException(RunSetting.Timeout, Timeout, "give a number of seconds above 0 and at most a week, e.g. 30 or 1.5");
         return TimeSpan.FromSeconds(seconds);
     }

@@ -66,9 +66,13 @@ public sealed class Settings
             throw new OptionsException($"invalid setting {RunOptions.Section} ({Origin(RunOptions.Section) ?? "settings"}): '{scalar}': {RunOptions.Section} must be an object of settings such as {{ \"Memory\": \"64M\" }}");
         foreach (var setting in RunSetting.All)
         {
-            var child = section.GetSection(setting.Key);
-            if (child.Value is null && child.GetChildren().Any())
-                throw new OptionsException(setting, "an object or array", "give a single value").From(Origin(setting));
+            // Checked in every layer: a lower layer's plain value would hide a higher layer's object.
+            for (int i = _labels.Count - 1; i >= 0; i--)
+            {
+                var (provider, label) = _labels[i];
+                if (provider.GetChildKeys([], setting.ConfigurationKey).Any())
+                    throw new OptionsException(setting, "an object or array", "give a single value", label == "the environment" ? $"the environment, {setting.EnvironmentVariable}__..." : label);
+            }
         }
         var options = new RunOptions();
         section.Bind(options);
