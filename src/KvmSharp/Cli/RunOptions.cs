@@ -113,7 +113,7 @@ public sealed class RunOptions
         if (!SizeParser.TryParse(text, out ulong memory) || memory < (1UL << 20) || memory % (1UL << 20) != 0)
             throw new OptionsException(RunSetting.Memory, text, "give a whole number of MiB such as 64M or 2G, at least 1M");
         if (memory > MaximumMemory)
-            throw new OptionsException(RunSetting.Memory, text, $"KvmSharp lays out at most {MaximumMemory >> 40}T of guest RAM; give 1T or less");
+            throw new OptionsException(RunSetting.Memory, text, $"give at most {MaximumMemory >> 40}T, the most guest RAM KvmSharp lays out");
         if (!force && hostMemoryBytes is { } host && memory > host)
             throw new OptionsException(RunSetting.Memory, text,
                 $"this host has {Size(host)} of RAM (MemTotal in /proc/meminfo); give less, or add --force-memory to overcommit");
