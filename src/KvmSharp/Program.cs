@@ -65,6 +65,7 @@ public static class Program
         try
         {
             validated = settings.BindRunOptions().Validate();
+            settings.CheckLogLevels();
         }
         catch (OptionsException e)
         {

@@ -33,7 +33,7 @@ public sealed record KernelFacts(ulong NeedsMemoryUpTo, int? CommandLineLimit, u
         {
             throw new OptionsException(RunSetting.Kernel, path, e.Message);
         }
-        catch (Exception e) when (e is ArgumentException or IndexOutOfRangeException or OverflowException)
+        catch (Exception e) when (e is ArgumentException or IndexOutOfRangeException or OverflowException or InvalidOperationException)
         {
             // A header whose fields point outside the file; the parsers should say so themselves.
             throw new OptionsException(RunSetting.Kernel, path, "is not a kernel KvmSharp can boot: its headers point outside the file");

@@ -79,6 +79,17 @@ public sealed class Settings
         return options;
     }
 
+    /// <summary>Log levels (Logging:LogLevel:CATEGORY) must be names the logging library knows; it would otherwise fail while the host starts.</summary>
+    public void CheckLogLevels()
+    {
+        foreach (var level in Configuration.GetSection("Logging:LogLevel").GetChildren())
+        {
+            if (level.Value is { } text && Enum.TryParse(text, ignoreCase: true, out Microsoft.Extensions.Logging.LogLevel parsed) && Enum.IsDefined(parsed)) continue;
+            throw new OptionsException($"invalid setting {level.Path} ({Origin(level.Path) ?? "settings"}): '{level.Value ?? "an object or array"}': " +
+                                       "give Trace, Debug, Information, Warning, Error, Critical or None");
+        }
+    }
+
     /// <summary>The KVM device `caps` opens: only that setting matters to it.</summary>
     public string KvmDevice()
     {

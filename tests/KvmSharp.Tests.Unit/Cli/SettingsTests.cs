@@ -127,4 +127,15 @@ public sealed class SettingsTests : IDisposable
 
         Assert.Contains($"'abc' (from {file})", e.Message);
     }
+
+    [Fact]
+    public void A_log_level_the_logging_library_does_not_know_is_refused()
+    {
+        string file = Json("logging.json", """{ "Logging": { "LogLevel": { "Default": "Verbose" } } }""");
+
+        var e = Assert.Throws<OptionsException>(() => Settings.Load(Flags(), files: [file]).CheckLogLevels());
+
+        Assert.Equal($"invalid setting Logging:LogLevel:Default ({file}): 'Verbose': give Trace, Debug, Information, Warning, Error, Critical or None", e.Message);
+        Settings.Load(Flags(), files: [Json("fine.json", """{ "Logging": { "LogLevel": { "Default": "debug", "KvmSharp": "None" } } }""")]).CheckLogLevels();
+    }
 }
