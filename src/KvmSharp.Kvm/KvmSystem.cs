@@ -39,18 +39,26 @@ public sealed unsafe class KvmSystem : IDisposable
                 Errno.EACCES or Errno.EPERM =>
                     $"permission denied on {path}: run as root or join the kvm group " +
                     "(usermod -aG kvm $USER, then log in again); in a container pass --device /dev/kvm",
+                Errno.EISDIR => $"{path} is a directory, not the KVM device: give the device node, e.g. {DefaultPath}",
+                Errno.ENOTDIR => $"a component of {path} is not a directory: give the KVM device node, e.g. {DefaultPath}",
                 _ => $"cannot open {path}",
             };
             throw new KvmUnavailableException("open", errno, hint);
         }
 
         int version = NativeIoctl.Invoke(fd, KvmIoctls.KVM_GET_API_VERSION, 0);
+        if (version < 0)
+        {
+            Posix.Close(fd);
+            throw new KvmUnavailableException("KVM_GET_API_VERSION", -version,
+                $"{path} is not a KVM device: give the KVM device node, e.g. {DefaultPath}");
+        }
         if (version != ExpectedApiVersion)
         {
             Posix.Close(fd);
-            throw new KvmUnavailableException("KVM_GET_API_VERSION", version < 0 ? -version : Errno.EINVAL,
-                $"{path} reports KVM API version {version}, KvmSharp needs {ExpectedApiVersion}: " +
-                "the device is not KVM or the kernel is too old");
+            // Not an errno: the ioctl worked and answered a version this code does not speak.
+            throw new KvmUnavailableException("KVM_GET_API_VERSION", 0,
+                $"{path} reports KVM API version {version}, KvmSharp needs {ExpectedApiVersion}: the kernel is too old or too new");
         }
         return new KvmSystem(fd, path, version);
     }

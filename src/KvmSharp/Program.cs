@@ -1,3 +1,4 @@
+using System.CommandLine;
 using KvmSharp.Caps;
 using KvmSharp.Cli;
 using KvmSharp.Hosting;
@@ -10,51 +11,78 @@ namespace KvmSharp;
 
 public static class Program
 {
+    /// <summary>An invalid setting or command line (found before anything is created).</summary>
+    public const int InvalidSettings = 2;
+
+    /// <summary>KvmSharp or the host failed (sysexits' EX_SOFTWARE).</summary>
+    public const int HostFailure = 70;
+
     public static async Task<int> Main(string[] args)
     {
-        CommandLine commandLine;
         try
         {
-            commandLine = CommandLine.Parse(args);
+            return await RunAsync(args);
         }
-        catch (ArgumentException e)
+        catch (OptionsException e)
         {
             Console.Error.WriteLine($"kvmsharp: {e.Message}");
-            return 2;
+            return InvalidSettings;
+        }
+        catch (Exception e)
+        {
+            // Last resort: one line, never a stack trace, never success.
+            Console.Error.WriteLine($"kvmsharp: {ErrorMessages.OneLine(e)}");
+            return HostFailure;
+        }
+    }
+
+    private static async Task<int> RunAsync(string[] args)
+    {
+        var commandLine = new CommandLine();
+        var parsed = commandLine.Parse(args);
+        switch (parsed.Verb)
+        {
+            case ParsedVerb.Error:
+                Console.Error.WriteLine($"kvmsharp: {parsed.Error}");
+                return InvalidSettings;
+            case ParsedVerb.BuiltIn:
+                // --help, --version, [suggest]: System.CommandLine's own actions, without its signal handling.
+                return parsed.Result.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
+            case ParsedVerb.Help:
+                if (commandLine.WriteHelp(parsed.HelpTopic, Console.Out)) return 0;
+                Console.Error.WriteLine($"kvmsharp: there is no command '{parsed.HelpTopic}'; commands: run, caps, help");
+                return InvalidSettings;
         }
 
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        var settings = Settings.Load(parsed.Settings);
+        if (parsed.Verb == ParsedVerb.Caps)
         {
-            Args = [],
-            ContentRootPath = AppContext.BaseDirectory,
-        });
-        builder.Configuration.AddInMemoryCollection(commandLine.Settings);
-        // The serial console owns stdout; every log line goes to stderr.
-        builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
-        builder.Services.AddSystemd();
-
-        var options = builder.Configuration.GetSection(RunOptions.Section).Get<RunOptions>() ?? new RunOptions();
-
-        switch (commandLine.Verb)
-        {
-            case "help":
-                Console.WriteLine(CommandLine.Usage);
-                return 0;
-            case "caps":
-                return CapsCommand.Run(options.KvmDevice, Console.Out, Console.Error);
+            string device = settings.KvmDevice();
+            return CapsCommand.Run(device, Console.Out, Console.Error);
         }
 
         ValidatedRunOptions validated;
         try
         {
-            validated = options.Validate();
+            validated = settings.BindRunOptions().Validate();
+            settings.CheckLogLevels();
         }
         catch (OptionsException e)
         {
-            Console.Error.WriteLine($"kvmsharp: {e.Message}");
-            return 2;
+            throw settings.WithOrigin(e);
         }
+
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            DisableDefaults = true,
+            Configuration = settings.Configuration,
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+        builder.Logging.AddConfiguration(builder.Configuration.GetSection("Logging"));
+        // The serial console owns stdout; every log line goes to stderr.
+        builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
+        builder.Services.AddSystemd();
 
         var exitCode = new ExitCodeHolder();
         builder.Services.AddSingleton(validated);

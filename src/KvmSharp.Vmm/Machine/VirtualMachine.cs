@@ -26,8 +26,9 @@ public sealed class VirtualMachine : IDisposable
     // Where QEMU puts the pages Intel VMX needs for real mode without unrestricted guest.
     private const ulong TssAddress = 0xFFFB_D000;
     private const ulong IdentityMapAddress = 0xFFFB_C000;
-    internal const ulong LowRamLimit = 3UL << 30;
-    private const ulong HighRamBase = 4UL << 30;
+    /// <summary>RAM ends here below 4 GiB (the rest is the PCI hole); any more RAM starts at <see cref="HighRamBase"/>.</summary>
+    public const ulong LowRamLimit = 3UL << 30;
+    public const ulong HighRamBase = 4UL << 30;
 
     private readonly List<VcpuRunner> _vcpus = new();
     private readonly List<GuestMemoryRegion> _regions = new();
@@ -263,7 +264,7 @@ public sealed class VirtualMachine : IDisposable
                 End(VmOutcome.Error($"vCPU {runner.Id} failed: {runner.Error.Message}", runner.FaultReport));
                 break;
             case VcpuState.Faulted:
-                End(VmOutcome.Fault($"vCPU {runner.Id}: {FirstLine(runner.FaultReport)}", runner.FaultReport ?? ""));
+                End(VmOutcome.Fault(runner.FaultReport is null ? $"vCPU {runner.Id}: fault" : FirstLine(runner.FaultReport), runner.FaultReport ?? "")); // the report's first line names the vCPU
                 break;
             case VcpuState.Halted when _vcpus.All(v => v.HasEnded):
                 End(VmOutcome.Halted());

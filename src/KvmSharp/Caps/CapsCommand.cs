@@ -37,7 +37,7 @@ public static class CapsCommand
         catch (KvmException e)
         {
             error.WriteLine($"kvmsharp: {e.Message}");
-            return 1;
+            return Program.HostFailure;
         }
         Print(facts, output);
         return 0;

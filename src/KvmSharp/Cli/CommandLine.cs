@@ -1,108 +1,151 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+
 namespace KvmSharp.Cli;
 
 /// <summary>
-/// Splits `kvmsharp VERB [--flag value | --switch]...` into a verb and configuration keys under
-/// <see cref="RunOptions.Section"/>, so flags override appsettings.json and environment variables.
+/// `kvmsharp [run] [options]`, `kvmsharp caps [--kvm-device PATH]`, `kvmsharp help [COMMAND]`, on
+/// System.CommandLine: generated help, --version, and completions through the [suggest] directive.
+/// Flags become configuration keys under <see cref="RunOptions.Section"/>, so they override settings
+/// files and environment variables. Every value is taken as a string (the last repeat wins) and
+/// checked later by <see cref="RunOptions.Validate(ulong?)"/>.
 /// </summary>
-public sealed record CommandLine(string Verb, IReadOnlyDictionary<string, string?> Settings)
+public sealed class CommandLine
 {
-    private static readonly Dictionary<string, string> ValueFlags = new(StringComparer.Ordinal)
+    public const string RunVerb = "run", CapsVerb = "caps", HelpVerb = "help";
+
+    private readonly Dictionary<RunSetting, Option<string>> _runOptions = new();
+    private readonly Option<string> _capsKvmDevice;
+    private readonly Argument<string?> _helpTopic;
+
+    public CommandLine()
     {
-        ["--memory"] = "Memory",
-        ["--cpus"] = "Cpus",
-        ["--image"] = "Image",
-        ["--entry"] = "Entry",
-        ["--mode"] = "Mode",
-        ["--kvm-device"] = "KvmDevice",
-        ["--serial"] = "Serial",
-        ["--track"] = "Track",
-        ["--kernel"] = "Kernel",
-        ["--initrd"] = "Initrd",
-        ["--cmdline"] = "Cmdline",
-        ["--expect"] = "Expect",
-        ["--timeout"] = "Timeout",
-        ["--on-reboot"] = "OnReboot",
-    };
-
-    private static readonly Dictionary<string, string> SwitchFlags = new(StringComparer.Ordinal)
-    {
-        ["--memfd"] = "Memfd",
-        ["--stats"] = "Stats",
-    };
-
-    public static readonly string[] Verbs = ["run", "caps", "help"];
-
-    /// <summary>Parse; throws <see cref="ArgumentException"/> naming an unknown verb or flag, or a flag missing its value.</summary>
-    public static CommandLine Parse(IReadOnlyList<string> args)
-    {
-        // The verb may be left out: `kvmsharp --memory 128M` means `kvmsharp run --memory 128M`.
-        bool verbGiven = args.Count > 0 && !args[0].StartsWith('-');
-        string verb = verbGiven ? args[0] : args.Count > 0 && args[0] is "-h" or "--help" ? "help" : "run";
-        if (!Verbs.Contains(verb)) throw new ArgumentException($"unknown command '{verb}'; commands: {string.Join(", ", Verbs)}");
-
-        var settings = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
-        for (int i = verbGiven ? 1 : 0; i < args.Count; i++)
+        Root = new RootCommand("KvmSharp: a KVM virtual machine monitor. Boots the built-in guest, a flat binary (--image) or Linux (--kernel).\n" +
+                               "With no command, `run` is meant: `kvmsharp --memory 128M` is `kvmsharp run --memory 128M`.");
+        var run = new Command(RunVerb, "Boot a guest (the built-in one when no --image or --kernel is given) and exit with its status");
+        foreach (var setting in RunSetting.All)
         {
-            string arg = args[i];
-            string? inlineValue = null;
-            int equals = arg.IndexOf('=');
-            if (arg.StartsWith("--", StringComparison.Ordinal) && equals > 0)
-            {
-                inlineValue = arg[(equals + 1)..];
-                arg = arg[..equals];
-            }
-            if (ValueFlags.TryGetValue(arg, out string? key))
-            {
-                // A following flag is not a value (`--memory --cpus 2`); `--flag=--x` still passes one.
-                string? value = inlineValue ?? (i + 1 < args.Count && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : null);
-                if (value is null) throw new ArgumentException($"{arg} needs a value");
-                settings[$"{RunOptions.Section}:{key}"] = value;
-            }
-            else if (SwitchFlags.TryGetValue(arg, out key))
-            {
-                settings[$"{RunOptions.Section}:{key}"] = inlineValue ?? "true";
-            }
-            else if (arg is "-h" or "--help")
-            {
-                return new CommandLine("help", settings);
-            }
-            else
-            {
-                throw new ArgumentException($"unknown option '{args[i]}' for '{verb}'; see 'kvmsharp help'");
-            }
+            var option = CreateOption(setting);
+            _runOptions[setting] = option;
+            // The same options on the root command make the verb optional.
+            Root.Options.Add(option);
+            run.Options.Add(option);
         }
-        return new CommandLine(verb, settings);
+        var caps = new Command(CapsVerb, "Print this host's KVM facts: API version, vendor module, SMM, memslots, capabilities");
+        _capsKvmDevice = CreateOption(RunSetting.KvmDevice);
+        caps.Options.Add(_capsKvmDevice);
+        var help = new Command(HelpVerb, "Show this help, or a command's (kvmsharp help run)");
+        _helpTopic = new Argument<string?>("COMMAND") { Arity = ArgumentArity.ZeroOrOne, Description = "run or caps" };
+        _helpTopic.CompletionSources.Add(RunVerb, CapsVerb);
+        help.Arguments.Add(_helpTopic);
+        Root.Subcommands.Add(run);
+        Root.Subcommands.Add(caps);
+        Root.Subcommands.Add(help);
+        // Program runs the verbs; an action on each command only tells System.CommandLine they are runnable.
+        foreach (var command in new Command[] { Root, run, caps, help }) command.SetAction(_ => 0);
+
+        foreach (var helpOption in new Command[] { Root, run, caps, help }.SelectMany(c => c.Options).OfType<HelpOption>())
+            if (helpOption.Action is HelpAction standard) helpOption.Action = new HelpWithNotes(standard);
     }
 
-    public const string Usage = """
-        usage: kvmsharp [run] [options]      boot a guest (the built-in one when no --image is given)
-               kvmsharp caps [--kvm-device PATH]   print this host's KVM facts
-               kvmsharp help
+    public RootCommand Root { get; }
 
-        run options (also KvmSharp:NAME in appsettings.json, or KVMSHARP__NAME in the environment):
-          --memory SIZE        guest RAM, e.g. 64M, 2G (default 64M)
-          --cpus N             vCPUs (default 1)
-          --image FILE         flat binary to boot instead of the built-in guest
-          --entry ADDR         load and entry address of --image, e.g. 0x100000
-          --mode long|real     CPU mode the image starts in (default long)
-          --kernel BZIMAGE     boot Linux through the 64-bit boot protocol (in-kernel irqchip, PIT,
-                               16550 on IRQ 4, i8042, CMOS RTC, MP table for --cpus)
-          --initrd FILE        initrd for --kernel
-          --cmdline TEXT       kernel command line (default "console=ttyS0 reboot=k panic=-1")
-          --on-reboot exit|restart   what a guest reboot does (default exit, status 0)
-          --expect TEXT        exit 0 as soon as the console shows TEXT (CI boot tests)
-          --timeout SECONDS    give up after SECONDS: exit 124 with the console's tail
-          --serial stdout|FILE where the guest's serial console goes (default stdout)
-          --memfd              back guest RAM with a memfd
-          --stats              print exit statistics (per exit reason, port and MMIO range) at the end
-          --track RANGES       audit guest writes to these ranges: GPA, GPA-GPA (end exclusive) or
-                               GPA+SIZE, comma-separated; e.g. --track 0x180000-0x188000 shows the
-                               built-in guest's pattern writes
-          --kvm-device PATH    KVM device (default /dev/kvm)
+    private static Option<string> CreateOption(RunSetting setting)
+    {
+        var option = new Option<string>(setting.Flag)
+        {
+            Description = setting.Description,
+            HelpName = setting.ValueName,
+            // A switch alone means true; a value flag repeated keeps its last value, as in most CLIs.
+            Arity = setting.IsSwitch ? ArgumentArity.ZeroOrOne : ArgumentArity.OneOrMore,
+            CustomParser = result => result.Tokens.Count == 0 ? "true" : result.Tokens[^1].Value,
+        };
+        // System.CommandLine gives a value flag the next token even when it is another flag: `--memory --cpus 2`.
+        option.Validators.Add(result =>
+        {
+            if (result.Tokens.FirstOrDefault(token => IsFlag(token.Value)) is { } flag)
+                result.AddError($"{setting.Flag} needs a value, not the flag '{flag.Value}' (a value starting with -- is given as {setting.Flag}=VALUE)");
+        });
+        if (setting.IsSwitch) option.CompletionSources.Add("true", "false");
+        else if (setting.Values is { } values) option.CompletionSources.Add(values);
+        return option;
+    }
 
-        The exit status is the guest's (the byte it writes to debug-exit port 0x501); 70 means a
-        KvmSharp error, 71 a guest fault (triple fault, KVM entry failure), 2 invalid settings;
-        with --expect: 0 when the text appears, 124 on timeout, 1 (or the fault's code) when the
-        guest ends first.
+    // An option's own complaint explains more than the stray tokens it leaves behind.
+    private static string FirstError(ParseResult result) =>
+        result.Errors.OrderBy(error => error.SymbolResult is System.CommandLine.Parsing.OptionResult ? 0 : 1).First().Message;
+
+    private static bool IsFlag(string token) =>
+        token is "-h" or "-?" or "--help" or "--version" || RunSetting.All.Any(setting => setting.Flag == token);
+
+    /// <summary>Parse; the result says which verb ran (or that System.CommandLine's own help, version or completion action applies) and carries the flags as settings.</summary>
+    public ParsedCommandLine Parse(IReadOnlyList<string> args)
+    {
+        var result = Root.Parse(args);
+        if (result.Action is ParseErrorAction)
+            return new ParsedCommandLine(ParsedVerb.Error, new Dictionary<string, string?>(), result) { Error = $"{FirstError(result)} See 'kvmsharp --help'." };
+        if (result.Action is not null && result.CommandResult.Command is var command && result.Action != command.Action)
+            return new ParsedCommandLine(ParsedVerb.BuiltIn, new Dictionary<string, string?>(), result);
+
+        var settings = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        string verb = result.CommandResult.Command == Root ? RunVerb : result.CommandResult.Command.Name;
+        if (verb == CapsVerb)
+        {
+            if (result.GetResult(_capsKvmDevice) is not null) settings[RunSetting.KvmDevice.ConfigurationKey] = result.GetValue(_capsKvmDevice);
+        }
+        else if (verb == RunVerb)
+        {
+            foreach (var (setting, option) in _runOptions)
+                if (result.GetResult(option) is not null) settings[setting.ConfigurationKey] = result.GetValue(option);
+        }
+        var parsedVerb = verb switch { CapsVerb => ParsedVerb.Caps, HelpVerb => ParsedVerb.Help, _ => ParsedVerb.Run };
+        return new ParsedCommandLine(parsedVerb, settings, result) { HelpTopic = verb == HelpVerb ? result.GetValue(_helpTopic) : null };
+    }
+
+    /// <summary>Print the help of the root command, or of <paramref name="topic"/>; false when there is no such command.</summary>
+    public bool WriteHelp(string? topic, TextWriter output)
+    {
+        if (topic is not null && topic is not (RunVerb or CapsVerb or HelpVerb)) return false;
+        var result = Root.Parse(topic is null ? ["--help"] : [topic, "--help"]);
+        return result.Invoke(new InvocationConfiguration { Output = output, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }) == 0;
+    }
+
+    /// <summary>What help adds below the generated option list: where settings come from, and the exit statuses.</summary>
+    public const string Notes = """
+        Settings: every run option is also KvmSharp:NAME in appsettings.json or KVMSHARP__NAME in the
+        environment (KVMSHARP__MEMORY=256M). Lowest precedence first: the appsettings.json beside the
+        executable, /etc/kvmsharp/appsettings.json, ./appsettings.json, the environment, the flags.
+
+        Exit status: the guest's (the byte it writes to debug-exit port 0x501); 2 an invalid setting,
+        found before the VM is created; 70 a KvmSharp or host failure; 71 a guest fault (triple fault,
+        KVM entry failure); with --expect: 0 when the text appears, 124 on timeout, 1 (or the fault's
+        status) when the guest ends first.
+
+        Completions: kvmsharp [suggest] --me lists --memory and --memfd (dotnet-suggest uses this).
         """;
+
+    // The generated help, then the notes.
+    private sealed class HelpWithNotes(HelpAction standard) : SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            int status = standard.Invoke(parseResult);
+            var output = parseResult.InvocationConfiguration.Output;
+            output.WriteLine(Notes);
+            return status;
+        }
+    }
+}
+
+public enum ParsedVerb { Run, Caps, Help, BuiltIn, Error }
+
+/// <summary>The verb, the flags as configuration settings, and System.CommandLine's parse result.</summary>
+public sealed record ParsedCommandLine(ParsedVerb Verb, IReadOnlyDictionary<string, string?> Settings, ParseResult Result)
+{
+    /// <summary>The parse error, one line, when <see cref="Verb"/> is <see cref="ParsedVerb.Error"/>.</summary>
+    public string? Error { get; init; }
+
+    /// <summary>The command `kvmsharp help COMMAND` asked about.</summary>
+    public string? HelpTopic { get; init; }
 }

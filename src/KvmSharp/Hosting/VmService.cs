@@ -53,11 +53,13 @@ public sealed class VmService(
         catch (OptionsException e)
         {
             logger.LogError("{Message}", e.Message);
-            exitCode.ExitCode = 2;
+            exitCode.ExitCode = Program.InvalidSettings;
         }
-        catch (Exception e) when (e is KvmException or ArgumentException or IOException or InvalidDataException)
+        catch (Exception e)
         {
-            logger.LogError("{Message}", e.Message);
+            // Whatever failed, the run did not succeed: one line for the user, the stack for --debug logging.
+            logger.LogError("{Message}", ErrorMessages.OneLine(e));
+            logger.LogDebug(e, "the VM service failed");
             exitCode.ExitCode = VmOutcome.ErrorCode;
         }
         finally
@@ -120,7 +122,7 @@ public sealed class VmService(
         else
         {
             if (options.MemoryBytes < BuiltInGuest.MinimumMemory)
-                throw new OptionsException("memory", $"{options.MemoryBytes >> 20}M", $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
+                throw new OptionsException(RunSetting.Memory, $"{options.MemoryBytes >> 20}M", $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
             image = BuiltInGuest.Create();
         }
         return new VmConfig

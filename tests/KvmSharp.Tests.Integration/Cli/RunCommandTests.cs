@@ -53,7 +53,7 @@ public sealed class RunCommandTests
 
         var unknown = KvmSharpProcess.Run(["run", "--bogus"]);
         Assert.Equal(2, unknown.ExitCode);
-        Assert.Contains("unknown option '--bogus'", unknown.StandardError);
+        Assert.Contains("Unrecognized command or argument '--bogus'", unknown.StandardError);
     }
 
     [Fact]
@@ -90,6 +90,8 @@ public sealed class RunCommandTests
         Assert.Equal(71, result.ExitCode);
         Assert.Contains("KVM_EXIT_SHUTDOWN", result.StandardError);
         Assert.Contains("ud2", result.StandardError);
+        Assert.DoesNotContain("vCPU 0: vCPU 0:", result.StandardError);
+        Assert.Contains("VM ended: vCPU 0: KVM_EXIT_SHUTDOWN", result.StandardError);
     }
 
     [KvmFact]

@@ -1,0 +1,52 @@
+using KvmSharp.Cli;
+using KvmSharp.Hosting;
+using KvmSharp.Vmm.Boot;
+using Microsoft.Extensions.Hosting.Internal;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Xunit;
+
+namespace KvmSharp.Tests.Integration.Cli;
+
+/// <summary>The hosted service's failure path: whatever goes wrong, the status is a failure (70), logged as one line.</summary>
+public sealed class VmServiceFailureTests
+{
+    private sealed class RecordingLogger : ILogger<VmService>
+    {
+        public List<(LogLevel Level, string Message, Exception? Exception)> Entries { get; } = new();
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => true;
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Entries.Add((logLevel, formatter(state, exception), exception));
+    }
+
+    [Fact]
+    public async Task An_unexpected_exception_in_the_service_exits_70_never_0()
+    {
+        // Validation would refuse a directory as the serial file; bypassing it makes the service's own open fail
+        // (UnauthorizedAccessException, a type the service does not expect).
+        string directory = Path.GetTempPath();
+        var options = new ValidatedRunOptions(64UL << 20, 1, null, null, CpuMode.Long, "/dev/kvm", directory, false, []);
+        var exitCode = new ExitCodeHolder();
+        var lifetime = new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance);
+        var logger = new RecordingLogger();
+        using var service = new VmService(options, exitCode, lifetime, logger);
+
+        await service.StartAsync(CancellationToken.None);
+        await service.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(70, exitCode.ExitCode);
+        Assert.True(lifetime.ApplicationStopping.IsCancellationRequested, "the service stops the host");
+        var error = Assert.Single(logger.Entries, e => e.Level == LogLevel.Error);
+        Assert.Contains(directory.TrimEnd('/'), error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+        Assert.Null(error.Exception);
+        Assert.Contains(logger.Entries, e => e.Level == LogLevel.Debug && e.Exception is UnauthorizedAccessException);
+    }
+
+    [Fact]
+    public void The_exit_status_is_a_failure_until_the_service_decides_one()
+    {
+        Assert.Equal(70, new ExitCodeHolder().ExitCode);
+    }
+}
