@@ -33,6 +33,7 @@ public sealed class VirtualMachine : IDisposable
     private readonly List<GuestMemoryRegion> _regions = new();
     private readonly ManualResetEventSlim _ended = new(false);
     private readonly kvm_cpuid_entry2[] _supportedCpuid;
+    private readonly bool _tscDeadline;
     private VmOutcome? _outcome;
     private bool _started;
 
@@ -61,6 +62,7 @@ public sealed class VirtualMachine : IDisposable
         PortBus.Register(config.DebugExitPort, DebugExitPort.RegisterBlockLength, DebugExit, "debug-exit");
         if (config.Linux is not null) AddPcLegacyDevices(vm, config);
         _supportedCpuid = system.GetSupportedCpuid();
+        _tscDeadline = HasIrqchip && system.CheckExtension(KvmCap.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     }
 
     /// <summary>COM1's ISA interrupt.</summary>
@@ -219,7 +221,7 @@ public sealed class VirtualMachine : IDisposable
 
     private void ConfigureVcpu(KvmVcpu vcpu)
     {
-        CpuidSetup.Apply(vcpu, _supportedCpuid, Config.Cpus);
+        CpuidSetup.Apply(vcpu, _supportedCpuid, Config.Cpus, _tscDeadline);
         if (_linux is { } linux)
         {
             var refused = LinuxVcpuSetup.SetBootMsrs(vcpu);
