@@ -13,6 +13,7 @@ using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Diagnostics;
 using KvmSharp.Vmm.Memory;
 using KvmSharp.Vmm.PageTracking;
+using KvmSharp.Vmm.Statistics;
 using KvmSharp.Vmm.Vcpus;
 
 namespace KvmSharp.Vmm.Machine;
@@ -30,6 +31,7 @@ public sealed class VirtualMachine : IDisposable
     private const ulong HighRamBase = 4UL << 30;
 
     private readonly List<VcpuRunner> _vcpus = new();
+    private VcpuRunner[] _startedVcpus = [];
     private readonly List<GuestMemoryRegion> _regions = new();
     private readonly ManualResetEventSlim _ended = new(false);
     private readonly kvm_cpuid_entry2[] _supportedCpuid;
@@ -63,7 +65,15 @@ public sealed class VirtualMachine : IDisposable
         if (config.Linux is not null) AddPcLegacyDevices(vm, config);
         _supportedCpuid = system.GetSupportedCpuid();
         _tscDeadline = HasIrqchip && system.CheckExtension(KvmCap.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+        Metrics = new VmMetrics(CollectExitStatistics);
     }
+
+    /// <summary>The exit statistics as System.Diagnostics.Metrics instruments (meter "KvmSharp.Vm").</summary>
+    public VmMetrics Metrics { get; }
+
+    /// <summary>Sum the vCPUs' exit counters now (exact once they ended, approximate while they run).</summary>
+    public ExitStatisticsReport CollectExitStatistics() =>
+        ExitStatisticsReport.Aggregate(Volatile.Read(ref _startedVcpus).Select(v => v.Counters).ToList(), PortBus, MmioBus, ProcessStartTime.Utc);
 
     /// <summary>COM1's ISA interrupt.</summary>
     public const uint SerialIrq = 4;
@@ -216,6 +226,7 @@ public sealed class VirtualMachine : IDisposable
             runner.Ended += OnVcpuEnded;
             _vcpus.Add(runner);
         }
+        Volatile.Write(ref _startedVcpus, _vcpus.ToArray());
         foreach (var runner in _vcpus) runner.Start();
     }
 
@@ -348,5 +359,6 @@ public sealed class VirtualMachine : IDisposable
         System.Dispose();
         foreach (var region in _regions) region.Dispose();
         _ended.Dispose();
+        Metrics.Dispose();
     }
 }

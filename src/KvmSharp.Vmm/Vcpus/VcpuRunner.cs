@@ -1,5 +1,6 @@
 using KvmSharp.Kvm;
 using KvmSharp.Kvm.Interop;
+using KvmSharp.Vmm.Statistics;
 
 namespace KvmSharp.Vmm.Vcpus;
 
@@ -40,9 +41,13 @@ public sealed unsafe class VcpuRunner : IDisposable
         _dispatcher = dispatcher;
         _configure = configure;
         _describeFault = describeFault;
+        Counters = new VcpuExitCounters(id);
     }
 
     public int Id { get; }
+
+    /// <summary>This vCPU's exit statistics (preallocated; written by its thread only).</summary>
+    public VcpuExitCounters Counters { get; }
     public VcpuState State { get; private set; } = VcpuState.Created;
 
     /// <summary>Exits handled so far (read from any thread; approximate while running).</summary>
@@ -215,6 +220,7 @@ public sealed unsafe class VcpuRunner : IDisposable
     private VcpuState Loop(KvmVcpu vcpu)
     {
         kvm_run* run = vcpu.Run;
+        VcpuExitCounters counters = Counters;
         while (true)
         {
             int request = Volatile.Read(ref _requested);
@@ -222,7 +228,9 @@ public sealed unsafe class VcpuRunner : IDisposable
             if (request == RequestPause && !WaitWhilePaused()) return VcpuState.Stopped;
 
             State = VcpuState.Running;
+            long runStartedAt = counters.RunStarting();
             int result = vcpu.RunOnce();
+            long handlerStartedAt = counters.RunReturned(runStartedAt);
             if (result < 0)
             {
                 if (result == -Errno.EINTR || result == -Errno.EAGAIN)
@@ -236,7 +244,9 @@ public sealed unsafe class VcpuRunner : IDisposable
             }
 
             _exitCount++;
-            switch (_dispatcher.Dispatch(Id, run))
+            VcpuExitAction action = _dispatcher.Dispatch(Id, run, counters);
+            counters.ExitHandled(run->exit_reason, handlerStartedAt);
+            switch (action)
             {
                 case VcpuExitAction.Continue:
                     continue;
