@@ -68,6 +68,9 @@ public sealed class VirtualMachine : IDisposable
         Metrics = new VmMetrics(CollectExitStatistics);
     }
 
+    /// <summary>When the steps of creating and starting this VM ended (for --stats).</summary>
+    public StartupTimeline Timeline { get; private init; } = new();
+
     /// <summary>The exit statistics as System.Diagnostics.Metrics instruments (meter "KvmSharp.Vm").</summary>
     public VmMetrics Metrics { get; }
 
@@ -114,6 +117,8 @@ public sealed class VirtualMachine : IDisposable
     /// <summary>Validate the configuration, open KVM, create the VM, lay out RAM and load the image.</summary>
     public static VirtualMachine Create(VmConfig config)
     {
+        var timeline = new StartupTimeline();
+        timeline.Mark("VirtualMachine.Create called");
         config.Validate();
         var system = KvmSystem.Open(config.KvmPath);
         KvmVm? vm = null;
@@ -132,9 +137,12 @@ public sealed class VirtualMachine : IDisposable
                 // replay worker (kvm-pit) was seen spinning forever in the testbed's nested KVM.
                 vm.SetPitReinject(false);
             }
-            machine = new VirtualMachine(config, system, vm);
+            machine = new VirtualMachine(config, system, vm) { Timeline = timeline };
+            timeline.Mark("KVM VM and devices created");
             machine.LayOutRam();
+            timeline.Mark("RAM laid out");
             machine.LoadImage();
+            timeline.Mark("guest loaded");
             return machine;
         }
         catch
@@ -227,6 +235,7 @@ public sealed class VirtualMachine : IDisposable
             _vcpus.Add(runner);
         }
         Volatile.Write(ref _startedVcpus, _vcpus.ToArray());
+        Timeline.Mark("vCPU threads starting");
         foreach (var runner in _vcpus) runner.Start();
     }
 

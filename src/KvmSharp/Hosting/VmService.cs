@@ -104,6 +104,8 @@ public sealed class VmService(
     {
         var report = vm.CollectExitStatistics();
         Console.Error.Write(report.Format());
+        long firstRun = vm.Vcpus.Select(v => v.Counters.FirstRunTimestamp).Where(t => t != 0).DefaultIfEmpty(0).Min();
+        Console.Error.WriteLine(vm.Timeline.Format(ProcessStartTime.Utc, firstRun));
         var memory = ProcessMemory.Read(vm.RamRegions.Select(r => (r.HostAddress, r.Size)).ToList());
         if (memory is { } m)
             Console.Error.WriteLine($"memory: peak RSS {m.PeakResidentBytes / 1048576.0:0.0} MiB, guest RAM resident {m.GuestResidentBytes / 1048576.0:0.0} MiB, VMM without guest RAM {m.VmmPeakBytes / 1048576.0:0.0} MiB");

@@ -202,4 +202,22 @@ public sealed unsafe class ExitStatisticsReportTests : IDisposable
         long resident = ProcessMemory.GuestResident(smaps, [(0x7f00_0000_0000UL, 0x40_0000UL)]);
         Assert.Equal((2048 + 512) * 1024L, resident);
     }
+
+    [Fact]
+    public void The_startup_timeline_lists_each_step_with_its_duration()
+    {
+        var timeline = new StartupTimeline();
+        timeline.Mark("one");
+        Thread.Sleep(20);
+        timeline.Mark("two");
+
+        string text = timeline.Format(DateTime.UtcNow - TimeSpan.FromSeconds(1), Stopwatch.GetTimestamp());
+
+        var steps = System.Text.RegularExpressions.Regex.Matches(text, @"\+([0-9.]+) ([a-zA-Z_ ]+?)(?= \+|$)")
+            .Select(m => (double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), m.Groups[2].Value)).ToList();
+        Assert.StartsWith("start-up (ms): process start", text);
+        Assert.Equal(new[] { "one", "two", "first KVM_RUN" }, steps.Select(s => s.Item2));
+        Assert.InRange(steps[0].Item1, 900, 1500);   // process start -> one
+        Assert.InRange(steps[1].Item1, 19, 1000);    // one -> two, after a 20 ms sleep
+    }
 }
