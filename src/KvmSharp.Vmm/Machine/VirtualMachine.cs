@@ -230,7 +230,7 @@ public sealed class VirtualMachine : IDisposable
         for (int id = 0; id < Config.Cpus; id++)
         {
             var runner = new VcpuRunner(Kvm, id, Exits, ConfigureVcpu,
-                (vcpu, reason) => CpuStateReport.Capture(vcpu, Memory, reason));
+                (vcpu, reason) => CpuStateReport.Capture(vcpu, Memory, reason)) { Timeline = id == 0 ? Timeline : null };
             runner.Ended += OnVcpuEnded;
             _vcpus.Add(runner);
         }

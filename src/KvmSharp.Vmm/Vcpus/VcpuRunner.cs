@@ -59,6 +59,9 @@ public sealed unsafe class VcpuRunner : IDisposable
     /// <summary>The exception that ended the thread, if setup or KVM_RUN failed.</summary>
     public Exception? Error { get; private set; }
 
+    /// <summary>Where vCPU 0 notes its start-up steps (for --stats), if anywhere.</summary>
+    public Statistics.StartupTimeline? Timeline { get; init; }
+
     /// <summary>Raised on the vCPU thread when it ends, for any reason.</summary>
     public event Action<VcpuRunner>? Ended;
 
@@ -191,8 +194,11 @@ public sealed unsafe class VcpuRunner : IDisposable
         try
         {
             t_current = this;
+            Timeline?.Mark("vCPU thread running");
             _vcpu = _vm.CreateVcpu(Id);
+            Timeline?.Mark("vCPU created");
             _configure(_vcpu);
+            Timeline?.Mark("vCPU configured");
             _run = _vcpu.Run;
             Volatile.Write(ref _threadId, VcpuKickSignal.CurrentThreadId());
             _ready.Set();
