@@ -33,6 +33,7 @@ public sealed class VcpuExitCounters
     private long _runCount;
     private long _runTicks;
     private long _firstRunTimestamp;
+    private long _firstRunCpuTicks;
     private ExitBus _pendingBus = ExitBus.None;
     private int _pendingRange;
 
@@ -56,11 +57,19 @@ public sealed class VcpuExitCounters
     public long RangeCount(ExitBus bus, int slot) => Volatile.Read(ref _rangeCounts[BusIndex(bus)][slot]);
     public long RangeTicks(ExitBus bus, int slot) => Volatile.Read(ref _rangeTicks[BusIndex(bus)][slot]);
 
+    /// <summary>CPU time the whole process had used at this vCPU's first KVM_RUN (zero before it).</summary>
+    public TimeSpan FirstRunProcessCpuTime => TimeSpan.FromTicks(Volatile.Read(ref _firstRunCpuTicks));
+
     /// <summary>Called right before KVM_RUN; returns the timestamp to hand to <see cref="RunReturned"/>.</summary>
     public long RunStarting()
     {
         long now = Stopwatch.GetTimestamp();
-        if (_firstRunTimestamp == 0) Volatile.Write(ref _firstRunTimestamp, now);
+        if (_firstRunTimestamp == 0)
+        {
+            // Once per vCPU: CPU time is what a loaded host cannot inflate, unlike the wall-clock start.
+            Volatile.Write(ref _firstRunCpuTicks, Environment.CpuUsage.TotalTime.Ticks);
+            Volatile.Write(ref _firstRunTimestamp, now);
+        }
         return now;
     }
 

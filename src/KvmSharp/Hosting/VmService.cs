@@ -104,8 +104,9 @@ public sealed class VmService(
     {
         var report = vm.CollectExitStatistics();
         Console.Error.Write(report.Format());
-        long firstRun = vm.Vcpus.Select(v => v.Counters.FirstRunTimestamp).Where(t => t != 0).DefaultIfEmpty(0).Min();
-        Console.Error.WriteLine(vm.Timeline.Format(ProcessStartTime.Utc, firstRun));
+        var earliest = vm.Vcpus.Select(v => v.Counters).Where(c => c.FirstRunTimestamp != 0).MinBy(c => c.FirstRunTimestamp);
+        Console.Error.WriteLine(vm.Timeline.Format(ProcessStartTime.Utc, earliest?.FirstRunTimestamp ?? 0));
+        if (earliest is not null) Console.Error.WriteLine($"process CPU time at the first KVM_RUN: {earliest.FirstRunProcessCpuTime.TotalMilliseconds:0.0} ms");
         var memory = ProcessMemory.Read(vm.RamRegions.Select(r => (r.HostAddress, r.Size)).ToList());
         if (memory is { } m)
             Console.Error.WriteLine($"memory: peak RSS {m.PeakResidentBytes / 1048576.0:0.0} MiB, guest RAM resident {m.GuestResidentBytes / 1048576.0:0.0} MiB, VMM without guest RAM {m.VmmPeakBytes / 1048576.0:0.0} MiB");

@@ -59,6 +59,7 @@ public sealed class ExitStatisticsTests
         Assert.True(report.RunTime > TimeSpan.Zero);
         Assert.NotNull(report.StartToFirstRun);
         Assert.True(report.StartToFirstRun > TimeSpan.Zero);
+        Assert.True(vm.Vcpus[0].Counters.FirstRunProcessCpuTime > TimeSpan.Zero);
     }
 
     [KvmFact]
