@@ -94,7 +94,7 @@ publish_aot() {
 # Start -> first KVM_RUN and peak RSS without guest RAM of the AOT binary running the built-in guest here.
 # The start is read from bash's clock ($EPOCHREALTIME, no process started) just before exec.
 start_figures() {
-    local runs=${BENCH_START_RUNS:-5} run out start first rss first_ms=() rss_mib=()
+    local runs=${BENCH_START_RUNS:-5} run out start first rss cpu first_ms=() cpu_ms=() rss_mib=()
     is_count "$runs" 1 || die "BENCH_START_RUNS must be a whole number >= 1, not '$runs'"
     for (( run = 1; run <= runs; run++ )); do
         out=$(bash -c 'echo "start=$EPOCHREALTIME"; exec "$@" run --stats 2>&1' _ "$AOT_DIR/kvmsharp") ||
@@ -102,11 +102,13 @@ start_figures() {
         start=$(field start "$out")
         first=$(field first_kvm_run_unix_ns "$out")
         rss=$(sed -n 's/.*VMM without guest RAM \([0-9.]*\) MiB.*/\1/p' <<<"$out")
-        [[ -n $start && -n $first && -n $rss ]] || die "kvmsharp run --stats printed no figures: $out"
+        cpu=$(sed -n 's/^process CPU time at the first KVM_RUN: \([0-9.]*\) ms.*/\1/p' <<<"$out")
+        [[ -n $start && -n $first && -n $rss && -n $cpu ]] || die "kvmsharp run --stats printed no figures: $out"
         first_ms+=("$(awk -v f="$first" -v s="$start" 'BEGIN { printf "%.1f", f / 1e6 - s * 1e3 }')")
         rss_mib+=("$rss")
+        cpu_ms+=("$cpu")
     done
-    echo "host, built-in guest, NativeAOT: start -> first KVM_RUN median $(median "${first_ms[@]}") ms (runs: ${first_ms[*]}); peak RSS without guest RAM median $(median "${rss_mib[@]}") MiB (runs: ${rss_mib[*]})"
+    echo "host, built-in guest, NativeAOT: start -> first KVM_RUN median $(median "${first_ms[@]}") ms (runs: ${first_ms[*]}), process CPU time by then median $(median "${cpu_ms[@]}") ms (runs: ${cpu_ms[*]}); peak RSS without guest RAM median $(median "${rss_mib[@]}") MiB (runs: ${rss_mib[*]})"
 }
 
 gfn_lookup() {
