@@ -68,7 +68,7 @@ end_vmm() {
     vmm_pid=
 }
 
-k_values=() q_values=() first_run_ms=() vmm_mib=() pair_ratios=()
+k_values=() q_values=() first_run_ms=() first_run_cpu_ms=() vmm_mib=() pair_ratios=()
 run_kvmsharp() {
     start_vmm kvmsharp "$bin" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" \
         --memory 512M --cpus 1 --cmdline "$cmdline" --stats
@@ -78,11 +78,13 @@ run_kvmsharp() {
     # that never shows the marker is left to the testbed's TESTBED_TIMEOUT.
     # The guest powers off right after the marker; --stats prints when the VMM ends.
     end_vmm 120
-    local first rss
+    local first rss cpu
     first=$(sed -n 's/^first_kvm_run_unix_ns=//p' "$work/kvmsharp.err" | tail -n 1)
     if [[ -n $first ]]; then
         first_run_ms+=("$(awk -v f="$first" -v s="$started" 'BEGIN { printf "%.1f", f / 1e6 - s * 1e3 }')")
     fi
+    cpu=$(sed -n 's/^process CPU time at the first KVM_RUN: \([0-9.]*\) ms.*/\1/p' "$work/kvmsharp.err" | tail -n 1)
+    if [[ -n $cpu ]]; then first_run_cpu_ms+=("$cpu"); fi
     rss=$(sed -n 's/.*VMM without guest RAM \([0-9.]*\) MiB.*/\1/p' "$work/kvmsharp.err" | tail -n 1)
     if [[ -n $rss ]]; then vmm_mib+=("$rss"); fi
     cp "$work/kvmsharp.err" "$work/kvmsharp.last.err"
@@ -108,10 +110,13 @@ for round in $(seq 1 "$rounds"); do
 done
 
 echo "--- kvmsharp --stats, last round ---"
-grep -E '^(exit statistics|  |memory:|start-up)' "$work/kvmsharp.last.err" || true
+grep -E '^(exit statistics|  |memory:|start-up|process CPU)' "$work/kvmsharp.last.err" || true
 echo "---"
 if ((${#first_run_ms[@]})); then
     echo "kvmsharp start -> first KVM_RUN: median $(median "${first_run_ms[@]}") ms (rounds: ${first_run_ms[*]}; measured from the bench's clock before the start)"
+fi
+if ((${#first_run_cpu_ms[@]})); then
+    echo "kvmsharp process CPU time at the first KVM_RUN: median $(median "${first_run_cpu_ms[@]}") ms (rounds: ${first_run_cpu_ms[*]})"
 fi
 if ((${#vmm_mib[@]})); then
     echo "kvmsharp peak RSS without guest RAM: median $(median "${vmm_mib[@]}") MiB (rounds: ${vmm_mib[*]})"
