@@ -12,6 +12,12 @@
 #                                     scripts/bench/tracked_write.c), same guest binary; then the
 #                                     tracking-ops figures; last line: ratio=X.XX
 #   scripts/bench.sh tracking-ops     AddGfn/RemoveGfn operations per second on a slot with vCPUs running
+#   scripts/bench.sh boot             publishes the NativeAOT kvmsharp (artifacts/aot; needs clang), prints
+#                                     its start -> first KVM_RUN and peak RSS without guest RAM for the
+#                                     built-in guest on this host (BENCH_START_RUNS, default 5, runs), then
+#                                     boots Linux to a marker under it and under QEMU microvm in the nested
+#                                     testbed (scripts/bench/boot-bench.sh, BENCH_BOOT_ROUNDS, default 5,
+#                                     rounds, alternating); last line: ratio=X.XX
 #
 # Environment: BENCH_ROUNDS (default 5) rounds, each running C and KvmSharp once, alternating which
 # goes first; BENCH_EXITS (default 20000) exits per run; BENCH_UNROLL (default 1) `out`s (tracked-write:
@@ -40,10 +46,11 @@ commands:
   tracked-write    ns per tracked guest write (trap, apply, TrackWrite, resume), KvmSharp vs minimal C,
                    then tracking-ops; last line ratio=X.XX (KvmSharp / C)
   tracking-ops     AddGfn/RemoveGfn operations per second with vCPUs running
-  boot             Linux boot to a marker, KvmSharp vs QEMU, in the nested testbed; last line ratio=X.XX
+  boot             Linux boot to a marker, KvmSharp (NativeAOT) vs QEMU, in the nested testbed; also start ->
+                   first KVM_RUN and RSS on this host; last line ratio=X.XX (KvmSharp / QEMU)
 environment: BENCH_ROUNDS=5 BENCH_EXITS=20000 BENCH_UNROLL=1 BENCH_WARMUPS=2 BENCH_RAW=
              BENCH_WRITES=20000 BENCH_UNCHANGED= BENCH_TRACKING_RUNS=3 BENCH_TRACKING_OPS=2000 BENCH_TRACKING_SECONDS=10
-             BENCH_TRACKING_CPUS=2
+             BENCH_TRACKING_CPUS=2 BENCH_BOOT_ROUNDS=5 BENCH_START_RUNS=5
 USAGE
 }
 
@@ -72,6 +79,37 @@ median() {
 
 # The value of KEY=... in the output text $2.
 field() { sed -n "s/^$1=//p" <<<"$2" | tail -n 1; }
+
+AOT_DIR=$REPO/artifacts/aot
+
+# The shipped form: NativeAOT. The ILCompiler links with clang.
+publish_aot() {
+    command -v clang >/dev/null || die "NativeAOT needs clang: apt-get install clang"
+    echo "publishing the NativeAOT kvmsharp to $AOT_DIR..." >&2
+    dotnet publish src/KvmSharp -c Release -r linux-x64 -p:PublishAot=true -o "$AOT_DIR" -nologo -v q >&2 ||
+        die "dotnet publish (NativeAOT) failed"
+    [[ -x $AOT_DIR/kvmsharp ]] || die "the publish produced no $AOT_DIR/kvmsharp"
+}
+
+# Start -> first KVM_RUN and peak RSS without guest RAM of the AOT binary running the built-in guest here.
+# The start is read from bash's clock ($EPOCHREALTIME, no process started) just before exec.
+start_figures() {
+    local runs=${BENCH_START_RUNS:-5} run out start first rss cpu first_ms=() cpu_ms=() rss_mib=()
+    is_count "$runs" 1 || die "BENCH_START_RUNS must be a whole number >= 1, not '$runs'"
+    for (( run = 1; run <= runs; run++ )); do
+        out=$(bash -c 'echo "start=$EPOCHREALTIME"; exec "$@" run --stats 2>&1' _ "$AOT_DIR/kvmsharp") ||
+            die "the built-in guest failed under $AOT_DIR/kvmsharp: $out"
+        start=$(field start "$out")
+        first=$(field first_kvm_run_unix_ns "$out")
+        rss=$(sed -n 's/.*VMM without guest RAM \([0-9.]*\) MiB.*/\1/p' <<<"$out")
+        cpu=$(sed -n 's/^process CPU time at the first KVM_RUN: \([0-9.]*\) ms.*/\1/p' <<<"$out")
+        [[ -n $start && -n $first && -n $rss && -n $cpu ]] || die "kvmsharp run --stats printed no figures: $out"
+        first_ms+=("$(awk -v f="$first" -v s="$start" 'BEGIN { printf "%.1f", f / 1e6 - s * 1e3 }')")
+        rss_mib+=("$rss")
+        cpu_ms+=("$cpu")
+    done
+    echo "host, built-in guest, NativeAOT: start -> first KVM_RUN median $(median "${first_ms[@]}") ms (runs: ${first_ms[*]}), process CPU time by then median $(median "${cpu_ms[@]}") ms (runs: ${cpu_ms[*]}); peak RSS without guest RAM median $(median "${rss_mib[@]}") MiB (runs: ${rss_mib[*]})"
+}
 
 gfn_lookup() {
     "$BENCH_BIN" gfn-lookup
@@ -248,10 +286,16 @@ case ${1:-} in
         ;;
     boot)
         [[ $# -eq 1 ]] || { usage; exit 2; }
-        dotnet build KvmSharp.sln -c Release -v q -nologo >/dev/null
+        publish_aot
+        if { exec 9<>/dev/kvm; } 2>/dev/null; then
+            exec 9>&-
+            start_figures
+        else
+            echo "no usable /dev/kvm here: start -> first KVM_RUN on this host not measured" >&2
+        fi
         eval "$(scripts/guest/fetch-guest.sh)"
-        export KVMSHARP_GUEST_KERNEL=$KERNEL KVMSHARP_GUEST_INITRD=$INITRD
-        TESTBED_ENV="BENCH_BOOT_ROUNDS ${TESTBED_ENV:-}" BENCH_BOOT_ROUNDS=${BENCH_BOOT_ROUNDS:-3} \
+        export KVMSHARP_GUEST_KERNEL=$KERNEL KVMSHARP_GUEST_INITRD=$INITRD KVMSHARP_AOT_BIN=$AOT_DIR/kvmsharp
+        TESTBED_ENV="BENCH_BOOT_ROUNDS ${TESTBED_ENV:-}" BENCH_BOOT_ROUNDS=${BENCH_BOOT_ROUNDS:-5} \
             scripts/testbed/run-in-testbed.sh scripts/bench/boot-bench.sh
         ;;
     gfn-lookup)

@@ -14,6 +14,7 @@ public sealed class DeviceBus
     private readonly Lock _registrationLock = new();
     private readonly byte _unmappedReadValue;
     private Mapping[] _mappings = [];
+    private BusRange[] _rangesById = [];
     private long _unhandledReads;
     private long _unhandledWrites;
     private ulong _lastUnhandledAddress;
@@ -54,6 +55,15 @@ public sealed class DeviceBus
             return Array.AsReadOnly(ranges);
         }
     }
+
+    /// <summary>
+    /// How many range ids have been handed out: every <see cref="Register"/> call gets the next one, never reused,
+    /// so per-range statistics can be kept in preallocated arrays indexed by id.
+    /// </summary>
+    public int RangeIdCount => Volatile.Read(ref _rangesById).Length;
+
+    /// <summary>The range that was registered with id <paramref name="rangeId"/> (it may have been unregistered since).</summary>
+    public BusRange RangeById(int rangeId) => Volatile.Read(ref _rangesById)[rangeId];
 
     /// <summary>
     /// Map <paramref name="device"/> at [<paramref name="baseAddress"/>, <paramref name="baseAddress"/> + <paramref name="length"/>).
@@ -97,9 +107,15 @@ public sealed class DeviceBus
                 }
             }
 
+            BusRange[] ids = _rangesById;
+            var nextIds = new BusRange[ids.Length + 1];
+            Array.Copy(ids, nextIds, ids.Length);
+            nextIds[ids.Length] = range;
+            Volatile.Write(ref _rangesById, nextIds);
+
             var next = new Mapping[current.Length + 1];
             Array.Copy(current, 0, next, 0, insertAt);
-            next[insertAt] = new Mapping(range, device);
+            next[insertAt] = new Mapping(range, device, ids.Length);
             Array.Copy(current, insertAt, next, insertAt + 1, current.Length - insertAt);
             Volatile.Write(ref _mappings, next);
         }
@@ -147,7 +163,10 @@ public sealed class DeviceBus
     /// The device whose range holds the first byte gets the whole access.
     /// </summary>
     /// <returns>false if no device claims the address; <paramref name="data"/> is then filled with the unmapped value.</returns>
-    public bool Read(ulong address, Span<byte> data)
+    public bool Read(ulong address, Span<byte> data) => Read(address, data, out _);
+
+    /// <summary>Like <see cref="Read(ulong, Span{byte})"/>, also telling which range took the access (-1: none).</summary>
+    public bool Read(ulong address, Span<byte> data, out int rangeId)
     {
         Mapping[] mappings = Volatile.Read(ref _mappings);
         int index = FindMapping(mappings, address);
@@ -156,17 +175,22 @@ public sealed class DeviceBus
             data.Fill(_unmappedReadValue);
             Interlocked.Increment(ref _unhandledReads);
             Volatile.Write(ref _lastUnhandledAddress, address);
+            rangeId = -1;
             return false;
         }
 
         ref readonly Mapping mapping = ref mappings[index];
+        rangeId = mapping.RangeId;
         mapping.Device.Read(address - mapping.Range.BaseAddress, data);
         return true;
     }
 
     /// <summary>Dispatch a guest write like <see cref="Read"/>.</summary>
     /// <returns>false if no device claims the address; the write is then dropped.</returns>
-    public bool Write(ulong address, ReadOnlySpan<byte> data)
+    public bool Write(ulong address, ReadOnlySpan<byte> data) => Write(address, data, out _);
+
+    /// <summary>Like <see cref="Write(ulong, ReadOnlySpan{byte})"/>, also telling which range took the access (-1: none).</summary>
+    public bool Write(ulong address, ReadOnlySpan<byte> data, out int rangeId)
     {
         Mapping[] mappings = Volatile.Read(ref _mappings);
         int index = FindMapping(mappings, address);
@@ -174,10 +198,12 @@ public sealed class DeviceBus
         {
             Interlocked.Increment(ref _unhandledWrites);
             Volatile.Write(ref _lastUnhandledAddress, address);
+            rangeId = -1;
             return false;
         }
 
         ref readonly Mapping mapping = ref mappings[index];
+        rangeId = mapping.RangeId;
         mapping.Device.Write(address - mapping.Range.BaseAddress, data);
         return true;
     }
@@ -208,5 +234,5 @@ public sealed class DeviceBus
         return -1;
     }
 
-    private readonly record struct Mapping(BusRange Range, IBusDevice Device);
+    private readonly record struct Mapping(BusRange Range, IBusDevice Device, int RangeId);
 }

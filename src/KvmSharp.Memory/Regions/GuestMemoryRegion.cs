@@ -34,12 +34,32 @@ public sealed unsafe class GuestMemoryRegion : IDisposable
     /// <summary>The memfd backing this region, or -1 for anonymous memory.</summary>
     public int FileDescriptor => _fd;
 
+    /// <summary>Alignment of anonymous regions: a transparent huge page, so KVM can map the guest with 2 MiB pages.</summary>
+    public const ulong HugePageSize = 2UL << 20;
+
+    /// <summary>
+    /// Private anonymous memory, 2 MiB aligned and advised for transparent huge pages (as QEMU does): with 4 KiB
+    /// host pages (a MAP_SHARED mapping is shmem, which gets no THP by default) every guest page is a separate
+    /// fault and a separate stage-2 mapping, which made a Linux boot in the nested testbed about 3x slower.
+    /// </summary>
     public static GuestMemoryRegion CreateAnonymous(ulong size, string name = "guest-ram")
     {
         CheckSize(size, name);
-        void* address = mmap(null, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (address == MAP_FAILED) throw new KvmException("mmap", errno, $"anonymous region '{name}' of {size} bytes");
-        return new GuestMemoryRegion((nint)address, size, -1, name);
+        ulong reserve = size >= HugePageSize ? size + HugePageSize : size;
+        void* raw = mmap(null, (size_t)reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (raw == MAP_FAILED) throw new KvmException("mmap", errno, $"anonymous region '{name}' of {size} bytes");
+        ulong start = (ulong)raw;
+        if (reserve != size)
+        {
+            // Trim the reservation to a 2 MiB-aligned window of the requested size.
+            start = ((ulong)raw + HugePageSize - 1) & ~(HugePageSize - 1);
+            if (start > (ulong)raw) munmap(raw, (size_t)(start - (ulong)raw));
+            ulong end = (ulong)raw + reserve;
+            if (end > start + size) munmap((void*)(start + size), (size_t)(end - (start + size)));
+            // Advice only: a kernel without THP refuses it and the memory works with 4 KiB pages.
+            madvise((void*)start, (size_t)size, MADV_HUGEPAGE);
+        }
+        return new GuestMemoryRegion((nint)start, size, -1, name);
     }
 
     /// <summary>A memfd-backed region; <see cref="FileDescriptor"/> can be passed to another process.</summary>

@@ -13,6 +13,7 @@ using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Diagnostics;
 using KvmSharp.Vmm.Memory;
 using KvmSharp.Vmm.PageTracking;
+using KvmSharp.Vmm.Statistics;
 using KvmSharp.Vmm.Vcpus;
 
 namespace KvmSharp.Vmm.Machine;
@@ -31,9 +32,11 @@ public sealed class VirtualMachine : IDisposable
     public const ulong HighRamBase = 4UL << 30;
 
     private readonly List<VcpuRunner> _vcpus = new();
+    private VcpuRunner[] _startedVcpus = [];
     private readonly List<GuestMemoryRegion> _regions = new();
     private readonly ManualResetEventSlim _ended = new(false);
     private readonly kvm_cpuid_entry2[] _supportedCpuid;
+    private readonly bool _tscDeadline;
     private VmOutcome? _outcome;
     private bool _started;
 
@@ -62,7 +65,19 @@ public sealed class VirtualMachine : IDisposable
         PortBus.Register(config.DebugExitPort, DebugExitPort.RegisterBlockLength, DebugExit, "debug-exit");
         if (config.Linux is not null) AddPcLegacyDevices(vm, config);
         _supportedCpuid = system.GetSupportedCpuid();
+        _tscDeadline = HasIrqchip && system.CheckExtension(KvmCap.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+        Metrics = new VmMetrics(CollectExitStatistics);
     }
+
+    /// <summary>When the steps of creating and starting this VM ended (for --stats).</summary>
+    public StartupTimeline Timeline { get; private init; } = new();
+
+    /// <summary>The exit statistics as System.Diagnostics.Metrics instruments (meter "KvmSharp.Vm").</summary>
+    public VmMetrics Metrics { get; }
+
+    /// <summary>Sum the vCPUs' exit counters now (exact once they ended, approximate while they run).</summary>
+    public ExitStatisticsReport CollectExitStatistics() =>
+        ExitStatisticsReport.Aggregate(Volatile.Read(ref _startedVcpus).Select(v => v.Counters).ToList(), PortBus, MmioBus, ProcessStartTime.Utc);
 
     /// <summary>COM1's ISA interrupt.</summary>
     public const uint SerialIrq = 4;
@@ -103,6 +118,8 @@ public sealed class VirtualMachine : IDisposable
     /// <summary>Validate the configuration, open KVM, create the VM, lay out RAM and load the image.</summary>
     public static VirtualMachine Create(VmConfig config)
     {
+        var timeline = new StartupTimeline();
+        timeline.Mark("VirtualMachine.Create called");
         config.Validate();
         var system = KvmSystem.Open(config.KvmPath);
         KvmVm? vm = null;
@@ -121,9 +138,12 @@ public sealed class VirtualMachine : IDisposable
                 // replay worker (kvm-pit) was seen spinning forever in the testbed's nested KVM.
                 vm.SetPitReinject(false);
             }
-            machine = new VirtualMachine(config, system, vm);
+            machine = new VirtualMachine(config, system, vm) { Timeline = timeline };
+            timeline.Mark("KVM VM and devices created");
             machine.LayOutRam();
+            timeline.Mark("RAM laid out");
             machine.LoadImage();
+            timeline.Mark("guest loaded");
             return machine;
         }
         catch
@@ -211,16 +231,18 @@ public sealed class VirtualMachine : IDisposable
         for (int id = 0; id < Config.Cpus; id++)
         {
             var runner = new VcpuRunner(Kvm, id, Exits, ConfigureVcpu,
-                (vcpu, reason) => CpuStateReport.Capture(vcpu, Memory, reason));
+                (vcpu, reason) => CpuStateReport.Capture(vcpu, Memory, reason)) { Timeline = id == 0 ? Timeline : null };
             runner.Ended += OnVcpuEnded;
             _vcpus.Add(runner);
         }
+        Volatile.Write(ref _startedVcpus, _vcpus.ToArray());
+        Timeline.Mark("vCPU threads starting");
         foreach (var runner in _vcpus) runner.Start();
     }
 
     private void ConfigureVcpu(KvmVcpu vcpu)
     {
-        CpuidSetup.Apply(vcpu, _supportedCpuid, Config.Cpus);
+        CpuidSetup.Apply(vcpu, _supportedCpuid, Config.Cpus, _tscDeadline);
         if (_linux is { } linux)
         {
             var refused = LinuxVcpuSetup.SetBootMsrs(vcpu);
@@ -347,5 +369,6 @@ public sealed class VirtualMachine : IDisposable
         System.Dispose();
         foreach (var region in _regions) region.Dispose();
         _ended.Dispose();
+        Metrics.Dispose();
     }
 }

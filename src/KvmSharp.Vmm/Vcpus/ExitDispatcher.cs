@@ -1,5 +1,6 @@
 using KvmSharp.Devices.Bus;
 using KvmSharp.Kvm.Interop;
+using KvmSharp.Vmm.Statistics;
 
 namespace KvmSharp.Vmm.Vcpus;
 
@@ -15,15 +16,18 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
     /// <summary>Optional first look at MMIO exits (page tracking installs one).</summary>
     public IMmioInterceptor? MmioInterceptor { get; set; }
 
-    public VcpuExitAction Dispatch(int vcpuId, kvm_run* run)
+    public VcpuExitAction Dispatch(int vcpuId, kvm_run* run) => Dispatch(vcpuId, run, null);
+
+    /// <summary>Handle one exit; when <paramref name="counters"/> is given, note which bus range took it.</summary>
+    public VcpuExitAction Dispatch(int vcpuId, kvm_run* run, VcpuExitCounters? counters)
     {
         switch ((KvmExitReason)run->exit_reason)
         {
             case KvmExitReason.KVM_EXIT_IO:
-                HandlePortIo(run);
+                HandlePortIo(run, counters);
                 return VcpuExitAction.Continue;
             case KvmExitReason.KVM_EXIT_MMIO:
-                HandleMmio(vcpuId, run);
+                HandleMmio(vcpuId, run, counters);
                 return VcpuExitAction.Continue;
             case KvmExitReason.KVM_EXIT_HLT:
                 return VcpuExitAction.Halt;
@@ -35,28 +39,36 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
         }
     }
 
-    private void HandlePortIo(kvm_run* run)
+    private void HandlePortIo(kvm_run* run, VcpuExitCounters? counters)
     {
         var io = (kvm_run_io*)((byte*)run + kvm_run.ExitUnionOffset);
         byte* data = (byte*)run + io->data_offset;
         int size = io->size;
+        int rangeId = -1;
         // String I/O (rep ins/outs) arrives as `count` back-to-back elements.
         for (uint i = 0; i < io->count; i++, data += size)
         {
             if (io->direction == KvmRunIoDirection.KVM_EXIT_IO_OUT)
-                PortBus.Write(io->port, new ReadOnlySpan<byte>(data, size));
+                PortBus.Write(io->port, new ReadOnlySpan<byte>(data, size), out rangeId);
             else
-                PortBus.Read(io->port, new Span<byte>(data, size));
+                PortBus.Read(io->port, new Span<byte>(data, size), out rangeId);
         }
+        counters?.NoteRange(ExitBus.Port, rangeId);
     }
 
-    private void HandleMmio(int vcpuId, kvm_run* run)
+    private void HandleMmio(int vcpuId, kvm_run* run, VcpuExitCounters? counters)
     {
         var mmio = (kvm_run_mmio*)((byte*)run + kvm_run.ExitUnionOffset);
         var data = new Span<byte>(mmio->data, (int)Math.Min(mmio->len, 8u));
         bool isWrite = mmio->is_write != 0;
-        if (MmioInterceptor is { } interceptor && interceptor.TryHandle(vcpuId, run->flags & KvmRunFlags.KVM_RUN_X86_SMM, mmio->phys_addr, data, isWrite)) return;
-        if (isWrite) MmioBus.Write(mmio->phys_addr, data);
-        else MmioBus.Read(mmio->phys_addr, data);
+        if (MmioInterceptor is { } interceptor && interceptor.TryHandle(vcpuId, run->flags & KvmRunFlags.KVM_RUN_X86_SMM, mmio->phys_addr, data, isWrite))
+        {
+            counters?.NoteIntercepted();
+            return;
+        }
+        int rangeId;
+        if (isWrite) MmioBus.Write(mmio->phys_addr, data, out rangeId);
+        else MmioBus.Read(mmio->phys_addr, data, out rangeId);
+        counters?.NoteRange(ExitBus.Mmio, rangeId);
     }
 }

@@ -1,5 +1,6 @@
 using KvmSharp.Kvm;
 using KvmSharp.Kvm.Interop;
+using KvmSharp.Vmm.Statistics;
 
 namespace KvmSharp.Vmm.Vcpus;
 
@@ -40,9 +41,13 @@ public sealed unsafe class VcpuRunner : IDisposable
         _dispatcher = dispatcher;
         _configure = configure;
         _describeFault = describeFault;
+        Counters = new VcpuExitCounters(id);
     }
 
     public int Id { get; }
+
+    /// <summary>This vCPU's exit statistics (preallocated; written by its thread only).</summary>
+    public VcpuExitCounters Counters { get; }
     public VcpuState State { get; private set; } = VcpuState.Created;
 
     /// <summary>Exits handled so far (read from any thread; approximate while running).</summary>
@@ -53,6 +58,9 @@ public sealed unsafe class VcpuRunner : IDisposable
 
     /// <summary>The exception that ended the thread, if setup or KVM_RUN failed.</summary>
     public Exception? Error { get; private set; }
+
+    /// <summary>Where vCPU 0 notes its start-up steps (for --stats), if anywhere.</summary>
+    public Statistics.StartupTimeline? Timeline { get; init; }
 
     /// <summary>Raised on the vCPU thread when it ends, for any reason.</summary>
     public event Action<VcpuRunner>? Ended;
@@ -186,8 +194,11 @@ public sealed unsafe class VcpuRunner : IDisposable
         try
         {
             t_current = this;
+            Timeline?.Mark("vCPU thread running");
             _vcpu = _vm.CreateVcpu(Id);
+            Timeline?.Mark("vCPU created");
             _configure(_vcpu);
+            Timeline?.Mark("vCPU configured");
             _run = _vcpu.Run;
             Volatile.Write(ref _threadId, VcpuKickSignal.CurrentThreadId());
             _ready.Set();
@@ -215,6 +226,7 @@ public sealed unsafe class VcpuRunner : IDisposable
     private VcpuState Loop(KvmVcpu vcpu)
     {
         kvm_run* run = vcpu.Run;
+        VcpuExitCounters counters = Counters;
         while (true)
         {
             int request = Volatile.Read(ref _requested);
@@ -222,7 +234,9 @@ public sealed unsafe class VcpuRunner : IDisposable
             if (request == RequestPause && !WaitWhilePaused()) return VcpuState.Stopped;
 
             State = VcpuState.Running;
+            long runStartedAt = counters.RunStarting();
             int result = vcpu.RunOnce();
+            long handlerStartedAt = counters.RunReturned(runStartedAt);
             if (result < 0)
             {
                 if (result == -Errno.EINTR || result == -Errno.EAGAIN)
@@ -236,7 +250,9 @@ public sealed unsafe class VcpuRunner : IDisposable
             }
 
             _exitCount++;
-            switch (_dispatcher.Dispatch(Id, run))
+            VcpuExitAction action = _dispatcher.Dispatch(Id, run, counters);
+            counters.ExitHandled(run->exit_reason, handlerStartedAt);
+            switch (action)
             {
                 case VcpuExitAction.Continue:
                     continue;

@@ -50,4 +50,16 @@ public sealed class CpuidSetupTests
         Assert.Equal(1u, Leaf(entries, 0xB, 1).ebx);
         Assert.Equal(0u, Leaf(entries, 0x80000008).ecx & 0xFF);
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void The_tsc_deadline_timer_is_advertised_only_when_asked(bool tscDeadline)
+    {
+        var supported = Supported.Select(e => e.function == 1 ? e with { ecx = e.ecx | (1u << 24) } : e).ToArray();
+        var entries = CpuidSetup.Build(tscDeadline ? Supported : supported, vcpuId: 0, cpus: 1, tscDeadline);
+        var basic = Leaf(entries, 1);
+        Assert.Equal(tscDeadline, (basic.ecx & (1u << 24)) != 0);
+        Assert.NotEqual(0u, basic.ecx & 0x1);                // the other feature bits stay
+    }
 }
