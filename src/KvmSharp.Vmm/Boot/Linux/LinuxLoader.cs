@@ -83,8 +83,9 @@ public static class LinuxLoader
     internal static void Check(byte[] kernelFile, string name, LinuxBootConfig config, ulong memoryBytes, ulong initrdSize) =>
         Plan(ParseKernel(kernelFile, name), config, LowRamEnd(memoryBytes), initrdSize);
 
-    // A BzImage or a PvhKernel, read as a regular file of bounded size: a kernel file larger than
-    // low RAM cannot be loaded into it, so it is refused by its size before a byte is read.
+    // A BzImage or a PvhKernel, read as a regular file of bounded size. A file larger than low RAM is
+    // refused by its size before a byte is read: a bzImage that large cannot fit; an ELF vmlinux could
+    // (debug sections are not loaded), but reading it whole would take more than the guest's memory.
     private static object ReadKernel(string path, ulong lowEnd = ulong.MaxValue) =>
         ParseKernel(lowEnd < GuestFile.MaxKernelBytes
                 ? GuestFile.Read(path, "kernel", (long)lowEnd, LowMemoryLimit(lowEnd))
