@@ -1,4 +1,5 @@
 using KvmSharp.Devices.Serial;
+using KvmSharp.Vmm.Boot;
 
 namespace KvmSharp.Vmm.Machine;
 
@@ -29,18 +30,19 @@ public sealed record VmConfig
     /// <summary>Where the VM reports events worth a log line (notifier faults).</summary>
     public Action<string>? Log { get; init; }
 
-    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
+    /// <summary>
+    /// Throws <see cref="GuestInputException"/> naming the first invalid setting (memory, cpus, the
+    /// image's entry or placement), or <see cref="ArgumentException"/> when neither or both of
+    /// <see cref="Image"/> and <see cref="Linux"/> are given (a caller's mistake, not the user's).
+    /// </summary>
     public void Validate()
     {
         if (MemoryBytes < MinimumMemory || MemoryBytes % (1UL << 20) != 0)
-            throw new ArgumentException($"memory: {MemoryBytes} bytes is invalid; give a whole number of MiB, at least 1 MiB");
+            throw new GuestInputException(GuestInput.Memory, $"{MemoryBytes} bytes is invalid; give a whole number of MiB, at least 1 MiB");
         if (Cpus < 1 || Cpus > MaximumCpus)
-            throw new ArgumentException($"cpus: {Cpus} is invalid; give 1 to {MaximumCpus}");
+            throw new GuestInputException(GuestInput.Cpus, $"{Cpus} is invalid; give 1 to {MaximumCpus}");
         if ((Image is null) == (Linux is null))
             throw new ArgumentException("give either a flat image or a Linux kernel to boot, not both or neither");
-        if (Image is not null && Image.LoadAddress + (ulong)Image.Bytes.Length > MemoryBytes)
-            throw new ArgumentException($"image '{Image.Name}' ({Image.Bytes.Length} bytes at 0x{Image.LoadAddress:x}) does not fit in {MemoryBytes >> 20} MiB of memory");
-        if (Image is not null && Image.Entry >= MemoryBytes)
-            throw new ArgumentException($"entry: 0x{Image.Entry:x} is outside guest memory ({MemoryBytes >> 20} MiB)");
+        Image?.CheckPlacement(MemoryBytes);
     }
 }

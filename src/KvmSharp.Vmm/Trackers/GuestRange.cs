@@ -8,7 +8,7 @@ public readonly record struct GuestRange(ulong Start, ulong End)
     public const ulong PageSize = 4096;
 
     public ulong FirstGfn => Start / PageSize;
-    public ulong EndGfn => (End + PageSize - 1) / PageSize;
+    public ulong EndGfn => End / PageSize + (End % PageSize != 0 ? 1UL : 0);
     public bool Contains(ulong gpa) => gpa >= Start && gpa < End;
 
     /// <summary>Parse one range; a single address means its whole page.</summary>
@@ -30,6 +30,7 @@ public readonly record struct GuestRange(ulong Start, ulong End)
         }
         ulong address = Number(text, text);
         ulong page = address & ~(PageSize - 1);
+        if (page > ulong.MaxValue - PageSize) throw new FormatException($"range '{text}': the page of 0x{address:x} ends beyond the 64-bit address space");
         return new GuestRange(page, page + PageSize);
     }
 
@@ -50,8 +51,13 @@ public readonly record struct GuestRange(ulong Start, ulong End)
             ? ulong.TryParse(part[2..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong value)
             : ulong.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out value);
         if (!parsed) throw new FormatException($"range '{whole}': '{part}' is not an address (use 0x... or decimal)");
+        // 20000000000G would wrap to a small, wrong address: refuse it instead.
+        if (value > ulong.MaxValue / multiplier)
+            throw new FormatException($"range '{whole}': '{part}{Suffix(multiplier)}' is beyond the 64-bit address space (at most 0x{ulong.MaxValue:x} bytes)");
         return value * multiplier;
     }
+
+    private static string Suffix(ulong multiplier) => multiplier switch { 1UL << 10 => "K", 1UL << 20 => "M", 1UL << 30 => "G", _ => "" };
 
     public override string ToString() => $"0x{Start:x}-0x{End:x}";
 }

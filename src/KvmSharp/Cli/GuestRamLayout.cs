@@ -9,7 +9,7 @@ namespace KvmSharp.Cli;
 /// </summary>
 public readonly record struct GuestRamLayout(ulong MemoryBytes)
 {
-    public ulong LowEnd => Math.Min(MemoryBytes, VirtualMachine.LowRamLimit);
+    public ulong LowEnd => Vmm.Boot.Linux.LinuxLoader.LowRamEnd(MemoryBytes);
     public ulong HighSize => MemoryBytes - LowEnd;
     public ulong HighEnd => VirtualMachine.HighRamBase + HighSize;
 

@@ -6,25 +6,11 @@ using static Tmds.Linux.LibC;
 namespace KvmSharp.Cli;
 
 /// <summary>
-/// Checks on the files settings name, made before anything reads or creates them: what the path is
-/// (a regular file, a directory, a device, ...), its size, and whether it can be opened.
+/// Checks on the serial console file before anything creates or opens it for real. Guest files
+/// (kernel, initrd, image) are checked by the VMM's own <see cref="Vmm.Boot.GuestFile"/>.
 /// </summary>
 public static unsafe class InputFiles
 {
-    /// <summary>The size of <paramref name="path"/>, which must be a regular, readable file; otherwise an <see cref="OptionsException"/> saying what it is.</summary>
-    public static ulong RequireRegularFile(RunSetting setting, string path)
-    {
-        if (path.Length == 0) throw new OptionsException(setting, path, "give the path of a file");
-        if (!Stat(path, out stat status, out int errno))
-            throw new OptionsException(setting, path, errno == Errno.ENOENT ? "the file does not exist" : $"cannot look at the file: {Errno.Describe(errno)}");
-        if (!S_ISREG(status.st_mode))
-            throw new OptionsException(setting, path, $"is {Kind(status.st_mode)}, not a regular file; give the path of a file");
-        int fd = OpenNoFollowUp(path, O_RDONLY);
-        if (fd < 0) throw new OptionsException(setting, path, $"the file cannot be read: {Errno.Describe(-fd)}");
-        close(fd);
-        return (ulong)(long)status.st_size;
-    }
-
     /// <summary>
     /// Null when the serial console can go to <paramref name="path"/>: an existing file (or device, or
     /// FIFO) that opens for writing, or a new file in an existing, writable directory. Otherwise why not.
@@ -51,13 +37,6 @@ public static unsafe class InputFiles
         if (Access(directory, W_OK | X_OK) is int denied and not 0) return $"cannot create a file in {directory}: {Errno.Describe(denied)}";
         return null;
     }
-
-    private static string Kind(mode_t mode) =>
-        S_ISDIR(mode) ? "a directory" :
-        S_ISCHR(mode) ? "a character device" :
-        S_ISBLK(mode) ? "a block device" :
-        S_ISFIFO(mode) ? "a FIFO" :
-        S_ISSOCK(mode) ? "a socket" : "not a regular file";
 
     private static bool Stat(string path, out stat status, out int errno)
     {

@@ -2,6 +2,7 @@ using System.Globalization;
 using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Boot.Linux;
 using KvmSharp.Vmm.Guests;
+using KvmSharp.Vmm.Machine;
 using KvmSharp.Vmm.Trackers;
 
 namespace KvmSharp.Cli;
@@ -16,15 +17,10 @@ public sealed class RunOptions
 {
     public const string Section = "KvmSharp";
     public const string DefaultCmdline = "console=ttyS0 reboot=k panic=-1";
+    public const string DefaultMemory = "64M";
 
     /// <summary>The most guest RAM KvmSharp lays out, even with --force-memory.</summary>
     public const ulong MaximumMemory = 1UL << 40;
-
-    /// <summary>
-    /// The longest command line when the kernel names no limit (a PVH vmlinux: x86 Linux keeps 2047
-    /// bytes) or names one beyond the space KvmSharp sets aside for it at 0x20000 (64 KiB).
-    /// </summary>
-    public const int PvhCommandLineLimit = 2047, CommandLineSpace = 0xFFFF;
 
     public string? Memory { get; set; }
     public string? ForceMemory { get; set; }
@@ -47,7 +43,11 @@ public sealed class RunOptions
     /// <summary>Validate against this host's RAM (MemTotal).</summary>
     public ValidatedRunOptions Validate() => Validate(HostMemory.ReadTotal());
 
-    /// <summary>Checked values, or an <see cref="OptionsException"/> naming the first bad setting; reads only file metadata and the kernel's headers.</summary>
+    /// <summary>
+    /// Checked values, or an <see cref="OptionsException"/> naming the first bad setting. Kernel, initrd
+    /// and image are checked by the loaders' own checks (<see cref="LinuxLoader.Check(LinuxBootConfig, ulong)"/>,
+    /// <see cref="GuestImage.Check"/>), which read only file metadata and the kernel.
+    /// </summary>
     public ValidatedRunOptions Validate(ulong? hostMemoryBytes)
     {
         bool force = Switch(RunSetting.ForceMemory, ForceMemory);
@@ -82,12 +82,12 @@ public sealed class RunOptions
         {
             if (Image is not null) throw new OptionsException(RunSetting.Kernel, Kernel, "give either --kernel or --image, not both");
             if (Entry is not null) throw new OptionsException(RunSetting.Entry, Entry, "--entry only applies with --image FILE");
-            ValidateLinux(layout, cmdline);
+            ValidateLinux(memory, cmdline);
         }
         else
         {
             if (Initrd is not null) throw new OptionsException(RunSetting.Initrd, Initrd, "--initrd only applies with --kernel");
-            if (Image is not null) entry = ValidateImage(layout, mode);
+            if (Image is not null) entry = ValidateImage(memory, mode);
             else if (Entry is not null) throw new OptionsException(RunSetting.Entry, Entry, "--entry only applies with --image FILE");
             else if (memory < BuiltInGuest.MinimumMemory)
                 throw new OptionsException(RunSetting.Memory, Memory!, $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
@@ -109,14 +109,14 @@ public sealed class RunOptions
 
     private ulong ValidateMemory(ulong? hostMemoryBytes, bool force)
     {
-        string text = Memory ?? "64M";
+        string text = Memory ?? DefaultMemory;
         if (!SizeParser.TryParse(text, out ulong memory) || memory < (1UL << 20) || memory % (1UL << 20) != 0)
             throw new OptionsException(RunSetting.Memory, text, "give a whole number of MiB such as 64M or 2G, at least 1M");
         if (memory > MaximumMemory)
             throw new OptionsException(RunSetting.Memory, text, $"give at most {MaximumMemory >> 40}T, the most guest RAM KvmSharp lays out");
         if (!force && hostMemoryBytes is { } host && memory > host)
             throw new OptionsException(RunSetting.Memory, text,
-                $"this host has {Size(host)} of RAM (MemTotal in /proc/meminfo); give less, or add --force-memory to overcommit");
+                $"this host has {GuestFile.FormatSize(host)} of RAM (MemTotal in /proc/meminfo); give less, or add --force-memory to overcommit");
         return memory;
     }
 
@@ -145,59 +145,63 @@ public sealed class RunOptions
         throw new OptionsException(setting, text, $"give true or false ({setting.Flag} alone means true)");
     }
 
-    private ulong ValidateImage(GuestRamLayout layout, CpuMode mode)
+    private ulong ValidateImage(ulong memory, CpuMode mode)
     {
         string image = Image!;
-        ulong size = InputFiles.RequireRegularFile(RunSetting.Image, image);
-        if (size == 0) throw new OptionsException(RunSetting.Image, image, "the file is empty");
-        if (size > layout.MemoryBytes)
-            throw new OptionsException(RunSetting.Image, image, $"the image ({Size(size)}) is larger than guest memory ({Size(layout.MemoryBytes)}); give more --memory");
         if (Entry is null) throw new OptionsException(RunSetting.Entry, "(missing)", "--image needs --entry ADDR");
         if (!SizeParser.TryParseAddress(Entry, out ulong entry)) throw new OptionsException(RunSetting.Entry, Entry, "give an address such as 0x100000");
-        if (mode == CpuMode.Long && entry < LongModeSetup.LowestUsableAfterTables)
-            throw new OptionsException(RunSetting.Entry, Entry,
-                $"a long-mode image loads at its entry, which must be at or above 0x{LongModeSetup.LowestUsableAfterTables:x} (the page tables and stacks live below); give e.g. 0x100000");
-        if (mode == CpuMode.Real && entry > 0xFFFF)
-            throw new OptionsException(RunSetting.Entry, Entry, "real mode starts at CS:IP = 0:entry, so the entry must be below 0x10000; give e.g. 0x7c00, or --mode long");
-        if (entry >= layout.LowEnd)
-            throw new OptionsException(RunSetting.Entry, Entry, $"is outside guest RAM ({layout}); a flat image loads below 0x{layout.LowEnd:x}");
-        if (size > layout.LowEnd - entry)
-            throw new OptionsException(RunSetting.Image, image,
-                $"{size} bytes loaded at 0x{entry:x} end at 0x{entry + size:x}, beyond guest RAM (it ends at 0x{layout.LowEnd:x}); give more --memory or a lower --entry");
+        CheckedByTheVmm(RunSetting.Image, image, () => GuestImage.Check(image, memory, entry, mode));
         return entry;
     }
 
-    private void ValidateLinux(GuestRamLayout layout, string cmdline)
+    private void ValidateLinux(ulong memory, string cmdline)
     {
-        string kernelPath = Kernel!;
-        ulong kernelSize = InputFiles.RequireRegularFile(RunSetting.Kernel, kernelPath);
-        if (kernelSize > layout.MemoryBytes)
-            throw new OptionsException(RunSetting.Kernel, kernelPath, $"the kernel ({Size(kernelSize)}) is larger than guest memory ({Size(layout.MemoryBytes)}); give more --memory");
-        ulong? initrdSize = null;
-        if (Initrd is not null)
-        {
-            initrdSize = InputFiles.RequireRegularFile(RunSetting.Initrd, Initrd);
-            if (initrdSize > layout.MemoryBytes)
-                throw new OptionsException(RunSetting.Initrd, Initrd, $"the initrd ({Size(initrdSize.Value)}) is larger than guest memory ({Size(layout.MemoryBytes)}); give more --memory");
-        }
-        if (layout.LowEnd < LinuxBootLayout.MinimumMemory)
-            throw new OptionsException(RunSetting.Memory, Memory ?? "64M", $"Linux needs at least {LinuxBootLayout.MinimumMemory >> 20}M");
+        string kernel = Kernel!, initrd = Initrd!;
+        // The initrd on its own first, so that a file the whole check below cannot find or open is the kernel.
+        if (Initrd is not null) CheckedByTheVmm(RunSetting.Initrd, initrd, () => LinuxLoader.CheckInitrd(initrd, memory));
+        CheckedByTheVmm(RunSetting.Kernel, kernel, () => LinuxLoader.Check(new LinuxBootConfig(kernel, Initrd, cmdline), memory));
+    }
 
-        var kernel = KernelFacts.Read(kernelPath);
-        if (kernel.NeedsMemoryUpTo > layout.LowEnd)
-            throw new OptionsException(RunSetting.Memory, Memory ?? "64M",
-                $"the kernel needs guest RAM up to 0x{kernel.NeedsMemoryUpTo:x} to load and decompress; give --memory {MiBAbove(kernel.NeedsMemoryUpTo)}M or more");
-        int limit = Math.Min(kernel.CommandLineLimit ?? PvhCommandLineLimit, CommandLineSpace);
-        if (cmdline.Length > limit)
-            throw new OptionsException(RunSetting.Cmdline, Abbreviate(cmdline),
-                $"{cmdline.Length} bytes is longer than this kernel accepts ({limit} bytes{(kernel.CommandLineLimit is null ? ", x86 Linux's limit" : ", cmdline_size in its header")})");
-        if (initrdSize is { } size)
+    // The VMM's checks are the rules for guest files and placement; this only names the setting that
+    // was wrong: the one the refusal says (GuestInputException), else the file being checked.
+    private void CheckedByTheVmm(RunSetting file, string path, Action check)
+    {
+        try
         {
-            ulong ceiling = Math.Min(layout.LowEnd, kernel.InitrdCeiling);
-            if (size > ceiling || ((ceiling - size) & ~0xFFFUL) < kernel.NeedsMemoryUpTo)
-                throw new OptionsException(RunSetting.Initrd, Initrd!,
-                    $"the initrd ({Size(size)}) does not fit between the kernel (it ends at 0x{kernel.NeedsMemoryUpTo:x}) and 0x{ceiling:x}; give more --memory");
+            check();
         }
+        catch (GuestInputException e)
+        {
+            throw e.Input switch
+            {
+                GuestInput.Memory => new OptionsException(RunSetting.Memory, Memory ?? DefaultMemory, e.Reason),
+                GuestInput.CommandLine => new OptionsException(RunSetting.Cmdline, Abbreviate(Cmdline ?? DefaultCmdline), e.Reason),
+                GuestInput.Initrd => new OptionsException(RunSetting.Initrd, Initrd ?? path, e.Reason),
+                GuestInput.Entry => new OptionsException(RunSetting.Entry, Entry ?? path, e.Reason),
+                GuestInput.Cpus => new OptionsException(RunSetting.Cpus, Cpus ?? "1", e.Reason),
+                _ => new OptionsException(file, path, e.Reason),
+            };
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            throw new OptionsException(file, path, WithoutSubject(e.Message, path));
+        }
+        catch (Exception e) when (e is ArgumentException or IndexOutOfRangeException or OverflowException or InvalidOperationException)
+        {
+            // A parser that trips over a header instead of refusing it (a bug of the parser, which the
+            // property tests hunt); the file is still the user's to fix.
+            throw new OptionsException(file, path, $"is not a file KvmSharp can boot: its headers point outside the file ({e.GetType().Name})");
+        }
+    }
+
+    // "kernel '/boot/x' is a directory; give a file" -> "is a directory; give a file": the
+    // OptionsException already names the setting and the path.
+    private static string WithoutSubject(string message, string path)
+    {
+        string quoted = $"'{path}'";
+        int at = message.IndexOf(quoted, StringComparison.Ordinal);
+        if (at < 0 || at > 16 || message.AsSpan(0, at).Contains('\'')) return message;
+        return message[(at + quoted.Length)..].TrimStart(':', ' ');
     }
 
     private IReadOnlyList<GuestRange> ValidateTrack(GuestRamLayout layout)
@@ -224,12 +228,4 @@ public sealed class RunOptions
     }
 
     private static string Abbreviate(string text) => text.Length <= 40 ? text : text[..37] + "...";
-
-    private static ulong MiBAbove(ulong bytes) => (bytes + (1UL << 20) - 1) >> 20;
-
-    /// <summary>A size for messages: "23 GiB", "512 MiB", or bytes.</summary>
-    public static string Size(ulong bytes) =>
-        bytes >= 1UL << 30 && bytes % (1UL << 30) == 0 ? $"{bytes >> 30} GiB" :
-        bytes >= 1UL << 30 ? $"{bytes / (double)(1UL << 30):0.0} GiB" :
-        bytes >= 1UL << 20 ? $"{MiBAbove(bytes)} MiB" : $"{bytes} bytes";
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using KvmSharp.Cli;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Kvm;
+using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Boot.Linux;
 using KvmSharp.Vmm.Guests;
 using KvmSharp.Vmm.Machine;
@@ -53,6 +54,12 @@ public sealed class VmService(
         }
         catch (OptionsException e)
         {
+            logger.LogError("{Message}", e.Message);
+            exitCode.ExitCode = Program.InvalidSettings;
+        }
+        catch (Exception e) when (e is GuestInputException or InvalidDataException or FileNotFoundException)
+        {
+            // The VMM's own checks of what the user gave (a guest file changed since validation, say): still the user's input.
             logger.LogError("{Message}", e.Message);
             exitCode.ExitCode = Program.InvalidSettings;
         }

@@ -125,16 +125,16 @@ public sealed class BadInputTests : IDisposable
         string line = Refused("run", "--memory", "16M", "--image", Image(), "--entry", "0x2000000");
 
         Assert.Contains("invalid setting entry", line);
-        Assert.Contains("is outside guest RAM (0x0-0x1000000)", line);
+        Assert.Contains("'0x2000000' (from --entry): is outside guest RAM (0x0-0x1000000, where a flat image loads)", line);
     }
 
     [Fact]
     public void An_image_larger_than_ram_is_refused()
     {
-        string line = Refused("run", "--memory", "1M", "--image", _files.Sparse("big.bin", 2 << 20), "--entry", "0x100000");
+        string line = Refused("run", "--memory", "1M", "--image", _files.Sparse("big.bin", 2 << 20), "--entry", "0x10000");
 
         Assert.Contains("invalid setting image", line);
-        Assert.Contains("is larger than guest memory (1 MiB)", line);
+        Assert.Contains("is 2 MiB, larger than the 960 KiB between its load address 0x10000 and the end of the guest's 1 MiB of low memory", line);
     }
 
     [Fact]
@@ -143,7 +143,7 @@ public sealed class BadInputTests : IDisposable
         string line = Refused("run", "--memory", "2M", "--image", _files.Sparse("big.bin", 1 << 20), "--entry", "0x180000");
 
         Assert.Contains("invalid setting image", line);
-        Assert.Contains("beyond guest RAM", line);
+        Assert.Contains("is 1 MiB, larger than the 512 KiB between its load address 0x180000", line);
     }
 
     [Fact]
@@ -170,7 +170,7 @@ public sealed class BadInputTests : IDisposable
         string line = Refused("run", "--memory", "64M", "--kernel", _files.Sparse("vmlinuz", 80L << 20));
 
         Assert.Contains("invalid setting kernel", line);
-        Assert.Contains("larger than guest memory (64 MiB)", line);
+        Assert.Contains("is 80 MiB, larger than the guest's 64 MiB of low memory; give more memory", line);
     }
 
     [Fact]
@@ -179,7 +179,7 @@ public sealed class BadInputTests : IDisposable
         string line = Refused("run", "--memory", "64M", "--kernel", _files.BzImage(), "--initrd", _files.Sparse("initrd", 80L << 20));
 
         Assert.Contains("invalid setting initrd", line);
-        Assert.Contains("larger than guest memory (64 MiB)", line);
+        Assert.Contains("is 80 MiB, larger than the guest's 64 MiB of low memory; give more memory", line);
     }
 
     [Fact]
@@ -207,7 +207,7 @@ public sealed class BadInputTests : IDisposable
         string line = Refused("run", "--memory", "32M", "--kernel", _files.BzImage());
 
         Assert.Contains("invalid setting memory", line);
-        Assert.Contains("Linux needs at least 64M", line);
+        Assert.Contains("'32M' (from --memory): 32 MiB is too little to boot Linux; give at least 64M", line);
     }
 
     [Fact]
@@ -264,15 +264,22 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Theory]
-    [InlineData("image", "/dev/zero", "is a character device, not a regular file")]
-    [InlineData("kernel", "/dev/zero", "is a character device, not a regular file")]
-    [InlineData("kernel", "/dev/urandom", "is a character device, not a regular file")]
-    [InlineData("kernel", "/tmp", "is a directory, not a regular file")]
-    [InlineData("image", "/tmp", "is a directory, not a regular file")]
-    [InlineData("kernel", "/nonexistent/vmlinuz", "the file does not exist")]
+    [InlineData("image", "/dev/zero", "is not a regular file (character device); give a file")]
+    [InlineData("kernel", "/dev/zero", "is not a regular file (character device); give a file")]
+    [InlineData("kernel", "/dev/urandom", "is not a regular file (character device); give a file")]
+    [InlineData("initrd", "/dev/zero", "is not a regular file (character device); give a file")]
+    [InlineData("kernel", "/tmp", "is a directory; give a file")]
+    [InlineData("image", "/tmp", "is a directory; give a file")]
+    [InlineData("kernel", "/nonexistent/vmlinuz", "does not exist")]
+    [InlineData("initrd", "/nonexistent/initrd", "does not exist")]
     public void A_file_setting_must_name_a_regular_file_and_says_what_it_names_instead(string setting, string path, string what)
     {
-        string line = Refused(setting == "image" ? ["run", "--image", path, "--entry", "0x100000"] : ["run", $"--{setting}", path]);
+        string line = Refused(setting switch
+        {
+            "image" => ["run", "--image", path, "--entry", "0x100000"],
+            "initrd" => ["run", "--kernel", _files.BzImage(), "--initrd", path],
+            _ => ["run", $"--{setting}", path],
+        });
 
         Assert.Contains($"invalid setting {setting}", line);
         Assert.Contains($"'{path}' (from --{setting}): {what}", line);
@@ -284,7 +291,7 @@ public sealed class BadInputTests : IDisposable
         string line = Refused("run", "--kernel", _files.BzImage(), "--initrd", _files.Root);
 
         Assert.Contains("invalid setting initrd", line);
-        Assert.Contains("is a directory, not a regular file", line);
+        Assert.Contains("is a directory; give a file", line);
     }
 
     [Fact]

@@ -27,12 +27,13 @@ internal sealed class TempFiles : IDisposable
         return path;
     }
 
-    /// <summary>A bzImage-shaped kernel the loader accepts: protocol 2.15, 64-bit entry, relocatable, cmdline_size 2047, init_size 1 MiB at 16 MiB.</summary>
+    /// <summary>A bzImage-shaped kernel the loader accepts: protocol 2.15, 64-bit entry, relocatable, cmdline_size 2047, syssize matching its 4 KiB kernel, init_size 1 MiB at 16 MiB.</summary>
     public string BzImage(string name = "bzImage")
     {
         const int SetupSectors = 4, KernelBytes = 4096;
         var file = new byte[(SetupSectors + 1) * 512 + KernelBytes];
         file[0x1F1] = SetupSectors;
+        BinaryPrimitives.WriteUInt32LittleEndian(file.AsSpan(0x1F4), KernelBytes / 16); // syssize, in 16-byte units
         BinaryPrimitives.WriteUInt16LittleEndian(file.AsSpan(0x1FE), 0xAA55);
         file[0x200] = 0xEB;
         file[0x201] = 0x66;

@@ -100,7 +100,7 @@ public sealed class BootInputRegressionTests : IDisposable
         Assert.Equal($"kernel '{missing}' does not exist", Assert.Throws<FileNotFoundException>(() => LinuxLoader.Check(missing)).Message);
         Assert.Equal(@"kernel '/tmp\0x': the path contains a NUL character", Assert.Throws<InvalidDataException>(() => LinuxLoader.Check("/tmp\0x")).Message);
         string empty = WriteFile("empty", []);
-        Assert.Equal($"guest image '{empty}' is empty", Assert.Throws<InvalidDataException>(() => GuestImage.Check(empty, 64UL << 20, 0x10000)).Message);
+        Assert.Equal($"guest image '{empty}' is empty", Assert.Throws<InvalidDataException>(() => GuestImage.Check(empty, 64UL << 20, 0x10000, CpuMode.Long)).Message);
     }
 
     [Fact]
@@ -109,14 +109,20 @@ public sealed class BootInputRegressionTests : IDisposable
         string huge = Path.Combine(_directory, "huge");
         using (var stream = File.Create(huge)) stream.SetLength(5L << 30);     // sparse: nothing is written
         Assert.Equal($"kernel '{huge}' is 5 GiB, larger than the 1 GiB limit for a kernel", Assert.Throws<InvalidDataException>(() => LinuxLoader.Check(huge)).Message);
-        Assert.Equal($"initrd '{huge}' is 5 GiB, larger than the guest's 256 MiB of low memory", Assert.Throws<InvalidDataException>(() => LinuxLoader.CheckInitrd(huge, 256UL << 20)).Message);
+        Assert.Equal($"initrd '{huge}' is 5 GiB, larger than the guest's 256 MiB of low memory; give more memory", Assert.Throws<InvalidDataException>(() => LinuxLoader.CheckInitrd(huge, 256UL << 20)).Message);
+        Assert.Equal($"initrd '{huge}' is 5 GiB, larger than the guest's 3 GiB of low memory", Assert.Throws<InvalidDataException>(() => LinuxLoader.CheckInitrd(huge, 8UL << 30)).Message);
+        // Bounded by low RAM with a memory size, by the kernel limit without one.
+        Assert.Equal($"kernel '{huge}' is 5 GiB, larger than the guest's 256 MiB of low memory; give more memory",
+            Assert.Throws<InvalidDataException>(() => LinuxLoader.Check(new LinuxBootConfig(huge, null, ""), 256UL << 20)).Message);
         Assert.Contains("is 5 GiB, larger than the", Assert.Throws<InvalidDataException>(() => GuestImage.FromFile(huge, 0x10000, CpuMode.Long)).Message);
 
         string image = WriteFile("image.bin", new byte[3 << 20]);
-        Assert.Equal(3L << 20, GuestImage.Check(image, 64UL << 20, 0x200000));
-        Assert.Equal($"guest image '{image}' is 3 MiB, larger than the 2 MiB between its load address 0x200000 and the end of the guest's 4 MiB of low memory",
-            Assert.Throws<InvalidDataException>(() => GuestImage.Check(image, 4UL << 20, 0x200000)).Message);
-        Assert.Contains("the load address 0x400000 is outside the guest's 4 MiB of low memory", Assert.Throws<InvalidDataException>(() => GuestImage.Check(image, 4UL << 20, 0x400000)).Message);
+        Assert.Equal(3L << 20, GuestImage.Check(image, 64UL << 20, 0x200000, CpuMode.Long));
+        Assert.Equal($"guest image '{image}' is 3 MiB, larger than the 2 MiB between its load address 0x200000 and the end of the guest's 4 MiB of low memory; give more memory or a lower load address",
+            Assert.Throws<InvalidDataException>(() => GuestImage.Check(image, 4UL << 20, 0x200000, CpuMode.Long)).Message);
+        var outside = Assert.Throws<GuestInputException>(() => GuestImage.Check(image, 4UL << 20, 0x400000, CpuMode.Long));
+        Assert.Equal(GuestInput.Entry, outside.Input);
+        Assert.Equal("entry 0x400000 is outside guest RAM (0x0-0x400000, where a flat image loads); give a lower address or more memory", outside.Message);
     }
 
     [Fact]
@@ -156,18 +162,57 @@ public sealed class BootInputRegressionTests : IDisposable
         string initrd = WriteFile("initrd", new byte[1 << 20]);
         LinuxLoader.Check(new LinuxBootConfig(kernel, initrd, "console=ttyS0"), 64UL << 20);
 
-        Assert.Equal("memory: 32 MiB is too little to boot Linux; give at least 64M",
-            Assert.Throws<InvalidDataException>(() => LinuxLoader.Check(new LinuxBootConfig(kernel, null, ""), 32UL << 20)).Message);
-        Assert.Equal("cmdline: 102400 bytes is longer than this kernel accepts (2047 bytes); shorten it",
-            Assert.Throws<InvalidDataException>(() => LinuxLoader.Check(new LinuxBootConfig(kernel, null, new string('a', 100 << 10)), 64UL << 20)).Message);
+        AssertRefused(GuestInput.Memory, "memory: 32 MiB is too little to boot Linux; give at least 64M",
+            () => LinuxLoader.Check(new LinuxBootConfig(kernel, null, ""), 32UL << 20));
+        AssertRefused(GuestInput.CommandLine, "cmdline: 102400 bytes is longer than this kernel accepts (2047 bytes, cmdline_size in its header); shorten it",
+            () => LinuxLoader.Check(new LinuxBootConfig(kernel, null, new string('a', 100 << 10)), 64UL << 20));
         string bigKernel = WriteFile("vmlinuz-big", SyntheticBzImage.Create(initSize: 0x8000000));
-        Assert.Equal("memory: kernel 'vmlinuz-big' needs memory up to 0x9000000 to decompress, above the 64 MiB of low memory given; give more memory",
-            Assert.Throws<InvalidDataException>(() => LinuxLoader.Check(new LinuxBootConfig(bigKernel, null, ""), 64UL << 20)).Message);
+        AssertRefused(GuestInput.Memory, "memory: kernel 'vmlinuz-big' needs memory up to 0x9000000 to decompress, above the 64 MiB of low memory given; give at least 144M of memory",
+            () => LinuxLoader.Check(new LinuxBootConfig(bigKernel, null, ""), 64UL << 20));
         string bigInitrd = WriteFile("initrd-big", new byte[48 << 20]);
-        Assert.Equal("memory: the initrd (48 MiB) does not fit between the kernel (ends 0x2000000) and 0x4000000; give more memory",
-            Assert.Throws<InvalidDataException>(() => LinuxLoader.Check(new LinuxBootConfig(kernel, bigInitrd, ""), 64UL << 20)).Message);
+        AssertRefused(GuestInput.Initrd, "memory: the initrd (48 MiB) does not fit between the kernel (ends 0x2000000) and 0x4000000; give more memory",
+            () => LinuxLoader.Check(new LinuxBootConfig(kernel, bigInitrd, ""), 64UL << 20));
         string vmlinux = WriteFile("vmlinux", SyntheticElf.Create());
-        Assert.Equal("cmdline: 2048 bytes is longer than this kernel accepts (2047 bytes); shorten it",
-            Assert.Throws<InvalidDataException>(() => LinuxLoader.Check(new LinuxBootConfig(vmlinux, null, new string('a', 2048)), 64UL << 20)).Message);
+        AssertRefused(GuestInput.CommandLine, "cmdline: 2048 bytes is longer than this kernel accepts (2047 bytes, x86 Linux's limit); shorten it",
+            () => LinuxLoader.Check(new LinuxBootConfig(vmlinux, null, new string('a', 2048)), 64UL << 20));
+        string generous = WriteFile("vmlinuz-generous", SyntheticBzImage.Create(initSize: 0x1000000));
+        var header = File.ReadAllBytes(generous);
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(0x238), 0x100000);
+        File.WriteAllBytes(generous, header);
+        AssertRefused(GuestInput.CommandLine, "cmdline: 600000 bytes is longer than this kernel accepts (523263 bytes, the space KvmSharp keeps for it); shorten it",
+            () => LinuxLoader.Check(new LinuxBootConfig(generous, null, new string('a', 600000)), 64UL << 20));
+    }
+
+    private static void AssertRefused(GuestInput input, string message, Action check)
+    {
+        var refusal = Assert.Throws<GuestInputException>(check);
+        Assert.Equal(input, refusal.Input);
+        Assert.Equal(message, refusal.Message);
+        Assert.EndsWith(refusal.Reason, refusal.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(0x8000UL, CpuMode.Long, "entry 0x8000: a long-mode image loads at or above 0x10000 (the page tables and stacks live below), not at 0x8000; give e.g. 0x100000")]
+    [InlineData(0x10000UL, CpuMode.Real, "entry 0x10000: real mode starts at CS:IP = 0:entry, so the entry must be below 0x10000; give e.g. 0x7c00, or use long mode")]
+    [InlineData(0xC0000000UL, CpuMode.Long, "entry 0xc0000000 is outside guest RAM (0x0-0x4000000, where a flat image loads); give a lower address or more memory")]
+    public void Image_entry_rules_are_checked_for_the_file_and_for_the_vm_config(ulong entry, CpuMode mode, string message)
+    {
+        string image = WriteFile("image.bin", [0xF4]);
+        AssertRefused(GuestInput.Entry, message, () => GuestImage.Check(image, 64UL << 20, entry, mode));
+        var config = new VmConfig { MemoryBytes = 64UL << 20, Image = new GuestImage([0xF4], entry, entry, mode, "image"), SerialSink = new KvmSharp.Devices.Serial.CapturingSerialSink() };
+        AssertRefused(GuestInput.Entry, message, config.Validate);
+
+        Assert.Equal(1, GuestImage.Check(image, 64UL << 20, mode == CpuMode.Long ? 0x10000UL : 0xFFFFUL, mode));
+        (config with { Image = new GuestImage([0xF4], 0x7C00, 0x7C00, CpuMode.Real, "boot sector") }).Validate();
+    }
+
+    [Fact]
+    public void The_vm_config_refuses_bad_memory_cpus_and_an_image_beyond_ram()
+    {
+        var config = new VmConfig { MemoryBytes = 4UL << 20, Image = new GuestImage(new byte[3 << 20], 0x200000, 0x200000, CpuMode.Long, "big"), SerialSink = new KvmSharp.Devices.Serial.CapturingSerialSink() };
+        AssertRefused(GuestInput.Image, "guest image 'big': 3145728 bytes at 0x200000 end beyond the guest's 4 MiB of low memory", config.Validate);
+        AssertRefused(GuestInput.Memory, "memory: 1536 bytes is invalid; give a whole number of MiB, at least 1 MiB", (config with { MemoryBytes = 1536 }).Validate);
+        AssertRefused(GuestInput.Cpus, "cpus: 256 is invalid; give 1 to 255", (config with { Cpus = 256 }).Validate);
+        (config with { MemoryBytes = 8UL << 20 }).Validate();
     }
 }

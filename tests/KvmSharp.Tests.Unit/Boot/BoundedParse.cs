@@ -1,8 +1,11 @@
+using KvmSharp.Vmm.Boot;
+
 namespace KvmSharp.Tests.Unit.Boot;
 
 /// <summary>
 /// Runs a parser of untrusted bytes under the rule every such parser keeps: it returns, or it throws
-/// <see cref="InvalidDataException"/>, within a bound. Anything else (another exception, a hang) fails.
+/// <see cref="InvalidDataException"/> (or, for a placement in guest memory, <see cref="GuestInputException"/>),
+/// within a bound. Anything else (another exception, a hang) fails.
 /// </summary>
 internal static class BoundedParse
 {
@@ -11,8 +14,8 @@ internal static class BoundedParse
 
     public static void SucceedsOrRefuses(byte[] input, Action<byte[]> parse) => Run(() => parse(input), Describe(input));
 
-    /// <summary>Null on success, else the <see cref="InvalidDataException"/>; any other outcome fails, naming <paramref name="input"/>.</summary>
-    public static InvalidDataException? Run(Action parse, string input)
+    /// <summary>Null on success, else the refusal; any other outcome fails, naming <paramref name="input"/>.</summary>
+    public static Exception? Run(Action parse, string input)
     {
         var run = Task.Run(() =>
         {
@@ -32,7 +35,7 @@ internal static class BoundedParse
         return run.Result switch
         {
             null => null,
-            InvalidDataException refusal => refusal,
+            InvalidDataException or GuestInputException => run.Result,
             var error => throw new InvalidOperationException($"the parser threw {error.GetType().Name} instead of InvalidDataException on {input}: {error.Message}", error),
         };
     }

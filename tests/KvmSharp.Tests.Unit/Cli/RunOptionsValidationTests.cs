@@ -202,7 +202,7 @@ public sealed class RunOptionsValidationTests : IDisposable
         var e = Refused(new RunOptions { Image = missing, Entry = "0x100000" });
 
         AssertNames("image", missing, e);
-        Assert.Contains("the file does not exist", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"'{missing}': does not exist", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -211,7 +211,7 @@ public sealed class RunOptionsValidationTests : IDisposable
         var e = Refused(new RunOptions { Image = _directory, Entry = "0x100000" });
 
         AssertNames("image", _directory, e);
-        Assert.Contains("is a directory, not a regular file", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"'{_directory}': is a directory; give a file", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -220,7 +220,9 @@ public sealed class RunOptionsValidationTests : IDisposable
         string empty = Path.Combine(_directory, "empty.bin");
         File.WriteAllBytes(empty, []);
 
-        Assert.Contains("the file is empty", Refused(new RunOptions { Image = empty, Entry = "0x100000" }).Message);
+        var e = Refused(new RunOptions { Image = empty, Entry = "0x100000" });
+        AssertNames("image", empty, e);
+        Assert.EndsWith($"'{empty}': is empty", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -271,7 +273,7 @@ public sealed class RunOptionsValidationTests : IDisposable
     [InlineData("0xffff", "long", "at or above 0x10000")]
     [InlineData("0x10000", "real", "below 0x10000")]
     [InlineData("0x100000", "real", "below 0x10000")]
-    [InlineData("0x4000000", "long", "is outside guest RAM (0x0-0x4000000)")]
+    [InlineData("0x4000000", "long", "is outside guest RAM (0x0-0x4000000, where a flat image loads)")]
     [InlineData("0xc0000000", "long", "is outside guest RAM")]
     public void An_entry_the_cpu_mode_or_ram_cannot_take_is_refused(string entry, string mode, string reason)
     {
@@ -289,11 +291,13 @@ public sealed class RunOptionsValidationTests : IDisposable
 
         var larger = Refused(new RunOptions { Image = big, Entry = "0x10000", Memory = "2M" });
         AssertNames("image", big, larger);
-        Assert.Contains("larger than guest memory (2 MiB)", larger.Message);
+        Assert.Contains("is 3 MiB, larger than the 1.9 MiB between its load address 0x10000 and the end of the guest's 2 MiB of low memory; give more memory", larger.Message);
 
         var past = Refused(new RunOptions { Image = big, Entry = "0x200000", Memory = "4M" });
         AssertNames("image", big, past);
-        Assert.Contains("end at 0x500000, beyond guest RAM (it ends at 0x400000)", past.Message);
+        Assert.Contains("is 3 MiB, larger than the 2 MiB between its load address 0x200000", past.Message);
+
+        Assert.Equal(0x100000UL, Valid(new RunOptions { Image = big, Entry = "0x100000", Memory = "4M" }).Entry);
     }
 
     [Fact]
@@ -323,6 +327,44 @@ public sealed class RunOptionsValidationTests : IDisposable
         Assert.Contains("is not a bzImage", e.Message);
     }
 
+    [Fact]
+    public void A_kernel_larger_than_low_ram_is_refused_by_its_size()
+    {
+        string kernel = Path.Combine(_directory, "vmlinuz-huge");
+        using (var stream = File.Create(kernel)) stream.SetLength(80L << 20);
+
+        var e = Refused(new RunOptions { Kernel = kernel, Memory = "64M" });
+
+        AssertNames("kernel", kernel, e);
+        Assert.EndsWith($"'{kernel}': is 80 MiB, larger than the guest's 64 MiB of low memory; give more memory", e.Message, StringComparison.Ordinal);
+    }
+
+    // What the loader's single check refuses lands on the setting the user must change.
+    [Theory]
+    [InlineData("memory", "32M", null, 0, "32 MiB is too little to boot Linux; give at least 64M")]
+    [InlineData("memory", "64M", null, 0x8000000, "kernel 'vmlinuz' needs memory up to 0x9000000 to decompress, above the 64 MiB of low memory given; give at least 144M of memory")]
+    [InlineData("cmdline", "64M", null, 0, "3000 bytes is longer than this kernel accepts (2047 bytes, cmdline_size in its header); shorten it")]
+    [InlineData("initrd", "64M", 48 << 20, 0, "the initrd (48 MiB) does not fit between the kernel (ends 0x2000000) and 0x4000000; give more memory")]
+    public void Linux_placement_refusals_name_the_setting_to_change(string setting, string memory, int? initrdBytes, int initSize, string reason)
+    {
+        string kernel = Path.Combine(_directory, "vmlinuz");
+        File.WriteAllBytes(kernel, Boot.SyntheticBzImage.Create(initSize: initSize == 0 ? 0x1000000u : (uint)initSize));
+        string? initrd = null;
+        if (initrdBytes is { } bytes)
+        {
+            initrd = Path.Combine(_directory, "initrd");
+            File.WriteAllBytes(initrd, new byte[bytes]);
+        }
+        string? cmdline = setting == "cmdline" ? new string('x', 3000) : null;
+
+        var e = Refused(new RunOptions { Kernel = kernel, Initrd = initrd, Memory = memory, Cmdline = cmdline });
+
+        string value = setting switch { "memory" => memory, "initrd" => initrd!, _ => new string('x', 37) + "..." };
+        AssertNames(setting, value, e);
+        Assert.EndsWith($": {reason}", e.Message, StringComparison.Ordinal);
+        Assert.Equal(kernel, Valid(new RunOptions { Kernel = kernel, Memory = "256M" }).Kernel);
+    }
+
     [Theory]
     [InlineData("0x180000-0x188000")]
     [InlineData("0x3fff000")]
@@ -341,6 +383,7 @@ public sealed class RunOptionsValidationTests : IDisposable
     [InlineData("4G", "0x140000000+0x1000", "lies beyond guest memory")]
     [InlineData("3G", "0xc0000000+0x1000", "lies beyond guest memory")]
     [InlineData("64M", "banana", "is not an address")]
+    [InlineData("4G", "0x1000+17179869185G", "'17179869185G' is beyond the 64-bit address space")]
     public void Track_ranges_outside_ram_are_refused_naming_the_ram(string memory, string track, string reason)
     {
         var e = Refused(new RunOptions { Memory = memory, Track = track });

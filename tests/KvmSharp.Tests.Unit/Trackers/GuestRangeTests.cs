@@ -34,9 +34,22 @@ public sealed class GuestRangeTests
     [InlineData("zz", "is not an address")]
     [InlineData("0x1000+0", "non-zero")]
     [InlineData("0xffffffffffffffff+2", "not wrap")]
+    [InlineData("17179869184G", "'17179869184G' is beyond the 64-bit address space")]
+    [InlineData("0x1000+17179869184G", "'17179869184G' is beyond the 64-bit address space")]
+    [InlineData("0x1000-18014398509481984K", "'18014398509481984K' is beyond the 64-bit address space")]
+    [InlineData("0xfffffffffffff123", "ends beyond the 64-bit address space")]
     public void Bad_ranges_say_what_is_wrong(string text, string expected)
     {
         var error = Assert.Throws<FormatException>(() => GuestRange.Parse(text));
         Assert.Contains(expected, error.Message);
+    }
+
+    [Fact]
+    public void The_largest_sizes_that_fit_are_still_accepted()
+    {
+        // 17179869183G = 2^64 - 1 GiB: the last multiple of a GiB below the top, so no wrap.
+        Assert.Equal(0x3FFFFFFFFUL << 30, GuestRange.Parse("0+17179869183G").End);
+        Assert.Equal(0xFFFFFFFFFFFFF000UL, GuestRange.Parse("0xffffffffffffe000").End);
+        Assert.Equal(0x10_0000_0000_0000UL, new GuestRange(0, ulong.MaxValue).EndGfn);
     }
 }

@@ -30,13 +30,15 @@ public static class LinuxLoader
 
     /// <summary>
     /// Everything <see cref="Load"/> would refuse, found before the VM exists: the kernel as in
-    /// <see cref="Check(string)"/>, the initrd (a regular file), and that kernel, command line and
-    /// initrd fit in <paramref name="memoryBytes"/> of guest RAM. Same exceptions as <see cref="Check(string)"/>.
+    /// <see cref="Check(string)"/> and no larger than low RAM, the initrd as in <see cref="CheckInitrd"/>,
+    /// and that kernel, command line and initrd fit in <paramref name="memoryBytes"/> of guest RAM.
+    /// Throws <see cref="GuestInputException"/> for memory, cmdline or an initrd that does not fit
+    /// (its <see cref="GuestInputException.Input"/> says which); otherwise as <see cref="Check(string)"/>.
     /// </summary>
     public static void Check(LinuxBootConfig config, ulong memoryBytes)
     {
-        object kernel = ReadKernel(config.KernelPath);
         ulong lowEnd = LowRamEnd(memoryBytes);
+        object kernel = ReadKernel(config.KernelPath, lowEnd);
         ulong initrdSize = config.InitrdPath is null ? 0 : (ulong)CheckInitrd(config.InitrdPath, memoryBytes);
         Plan(kernel, config, lowEnd, initrdSize);
     }
@@ -45,15 +47,15 @@ public static class LinuxLoader
     public static long CheckInitrd(string path, ulong memoryBytes)
     {
         ulong lowEnd = LowRamEnd(memoryBytes);
-        return GuestFile.Check(path, "initrd", GuestFile.MaxBytesWithin(lowEnd), $"the guest's {GuestFile.FormatSize(lowEnd)} of low memory");
+        return GuestFile.Check(path, "initrd", GuestFile.MaxBytesWithin(lowEnd), LowMemoryLimit(lowEnd));
     }
 
     public static Result Load(GuestPhysicalMemory memory, IReadOnlyList<(ulong Address, ulong Size)> ram, LinuxBootConfig config, int cpus)
     {
-        object kernel = ReadKernel(config.KernelPath);
         ulong lowEnd = ram[0].Address + ram[0].Size;
+        object kernel = ReadKernel(config.KernelPath, lowEnd);
         byte[]? initrd = config.InitrdPath is null ? null
-            : GuestFile.Read(config.InitrdPath, "initrd", GuestFile.MaxBytesWithin(lowEnd), $"the guest's {GuestFile.FormatSize(lowEnd)} of low memory");
+            : GuestFile.Read(config.InitrdPath, "initrd", GuestFile.MaxBytesWithin(lowEnd), LowMemoryLimit(lowEnd));
         var plan = Plan(kernel, config, lowEnd, (ulong)(initrd?.Length ?? 0));
         if (initrd is not null) memory.Write(plan.InitrdAddress, initrd);
         WriteFirmwareTables(memory, plan.CommandLine, cpus);
@@ -81,9 +83,20 @@ public static class LinuxLoader
     internal static void Check(byte[] kernelFile, string name, LinuxBootConfig config, ulong memoryBytes, ulong initrdSize) =>
         Plan(ParseKernel(kernelFile, name), config, LowRamEnd(memoryBytes), initrdSize);
 
-    // A BzImage or a PvhKernel, read as a regular file of bounded size.
-    private static object ReadKernel(string path) =>
-        ParseKernel(GuestFile.Read(path, "kernel", GuestFile.MaxKernelBytes), Path.GetFileName(path));
+    // A BzImage or a PvhKernel, read as a regular file of bounded size. A file larger than low RAM is
+    // refused by its size before a byte is read: a bzImage that large cannot fit; an ELF vmlinux could
+    // (debug sections are not loaded), but reading it whole would take more than the guest's memory.
+    private static object ReadKernel(string path, ulong lowEnd = ulong.MaxValue) =>
+        ParseKernel(lowEnd < GuestFile.MaxKernelBytes
+                ? GuestFile.Read(path, "kernel", (long)lowEnd, LowMemoryLimit(lowEnd))
+                : GuestFile.Read(path, "kernel", GuestFile.MaxKernelBytes),
+            Path.GetFileName(path));
+
+    // "the guest's 64 MiB of low memory; give more memory", for a file larger than that.
+    private static string LowMemoryLimit(ulong lowEnd) =>
+        $"the guest's {GuestFile.FormatSize(lowEnd)} of low memory{(lowEnd < Machine.VirtualMachine.LowRamLimit ? "; give more memory" : "")}";
+
+    private static ulong MiBAbove(ulong bytes) => (bytes >> 20) + ((bytes & 0xFFFFF) != 0 ? 1UL : 0);
 
     private static object ParseKernel(byte[] file, string name) =>
         PvhKernel.IsElf(file) ? PvhKernel.Parse(file, name) : BzImage.Parse(file, name);
@@ -94,19 +107,22 @@ public static class LinuxLoader
     private static Placement Plan(object kernel, LinuxBootConfig config, ulong lowEnd, ulong initrdSize)
     {
         if (lowEnd < LinuxBootLayout.MinimumMemory)
-            throw new InvalidDataException($"memory: {lowEnd >> 20} MiB is too little to boot Linux; give at least {LinuxBootLayout.MinimumMemory >> 20}M");
+            throw new GuestInputException(GuestInput.Memory, $"{lowEnd >> 20} MiB is too little to boot Linux; give at least {LinuxBootLayout.MinimumMemory >> 20}M");
         byte[] commandLine = System.Text.Encoding.ASCII.GetBytes(config.CommandLine + "\0");
         // The command line lives at 0x20000, below the MP table; a header's cmdline_size cannot move that.
-        ulong commandLineLimit = Math.Min(kernel is BzImage { CommandLineSize: > 0 } b ? b.CommandLineSize : PvhCommandLineLimit,
-            LinuxBootLayout.MpTable - LinuxBootLayout.CommandLine - 1);
+        const ulong CommandLineSpace = LinuxBootLayout.MpTable - LinuxBootLayout.CommandLine - 1;
+        (ulong commandLineLimit, string limitSource) = kernel is BzImage { CommandLineSize: > 0 } b
+            ? b.CommandLineSize <= CommandLineSpace ? (b.CommandLineSize, "cmdline_size in its header") : (CommandLineSpace, "the space KvmSharp keeps for it")
+            : ((ulong)PvhCommandLineLimit, "x86 Linux's limit");
         if ((ulong)commandLine.Length - 1 > commandLineLimit)
-            throw new InvalidDataException($"cmdline: {commandLine.Length - 1} bytes is longer than this kernel accepts ({commandLineLimit} bytes); shorten it");
+            throw new GuestInputException(GuestInput.CommandLine,
+                $"{commandLine.Length - 1} bytes is longer than this kernel accepts ({commandLineLimit} bytes, {limitSource}); shorten it");
 
         ulong kernelEnd, ceiling;
         if (kernel is PvhKernel pvh)
         {
             if (pvh.End > lowEnd)
-                throw new InvalidDataException($"memory: kernel '{pvh.Name}' loads up to 0x{pvh.End:x}, above the {GuestFile.FormatSize(lowEnd)} of low memory given; give more memory");
+                throw new GuestInputException(GuestInput.Memory, $"kernel '{pvh.Name}' loads up to 0x{pvh.End:x}, above the {GuestFile.FormatSize(lowEnd)} of low memory given; {GiveMemoryUpTo(pvh.End)}");
             (kernelEnd, ceiling) = (pvh.End, lowEnd);
         }
         else
@@ -116,16 +132,23 @@ public static class LinuxLoader
             // BzImage.Parse refused a pref_address + init_size that wraps.
             kernelEnd = Math.Max(LinuxBootLayout.KernelLoad, bzImage.PreferredAddress) + bzImage.InitSize;
             if (kernelEnd > lowEnd)
-                throw new InvalidDataException($"memory: kernel '{bzImage.Name}' needs memory up to 0x{kernelEnd:x} to decompress, above the {GuestFile.FormatSize(lowEnd)} of low memory given; give more memory");
+                throw new GuestInputException(GuestInput.Memory, $"kernel '{bzImage.Name}' needs memory up to 0x{kernelEnd:x} to decompress, above the {GuestFile.FormatSize(lowEnd)} of low memory given; {GiveMemoryUpTo(kernelEnd)}");
             ceiling = Math.Min(lowEnd, (ulong)bzImage.InitrdAddressMax + 1);
         }
         if (config.InitrdPath is null) return new Placement(commandLine, 0, 0);
 
         // The initrd goes as high as the ceiling allows, page aligned, above the kernel.
         if (initrdSize > ceiling || ((ceiling - initrdSize) & ~0xFFFUL) < kernelEnd)
-            throw new InvalidDataException($"memory: the initrd ({GuestFile.FormatSize(initrdSize)}) does not fit between the kernel (ends 0x{kernelEnd:x}) and 0x{ceiling:x}; give more memory");
+        {
+            string reason = $"the initrd ({GuestFile.FormatSize(initrdSize)}) does not fit between the kernel (ends 0x{kernelEnd:x}) and 0x{ceiling:x}; give more memory";
+            throw new GuestInputException(GuestInput.Initrd, $"memory: {reason}", reason);
+        }
         return new Placement(commandLine, (ceiling - initrdSize) & ~0xFFFUL, initrdSize);
     }
+
+    // Low RAM ends at the PCI hole: past it, no --memory helps.
+    private static string GiveMemoryUpTo(ulong end) =>
+        end <= Machine.VirtualMachine.LowRamLimit ? $"give at least {MiBAbove(end)}M of memory" : "this kernel cannot be placed below the PCI hole at 3 GiB";
 
     // Guest RAM starts zeroed, but a restarted VM reuses it: clear a segment's bss in bounded chunks.
     private static void WriteZeros(GuestPhysicalMemory memory, ulong address, ulong length)
