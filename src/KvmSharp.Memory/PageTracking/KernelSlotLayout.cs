@@ -86,7 +86,10 @@ public static class KernelSlotLayout
     /// (untracked gfns read-only) only while the fine carving of its address space would not fit in
     /// <paramref name="idsPerAddressSpace"/> kernel ids. Finally the kernel's slots, as recorded from
     /// the calls actually made, are exactly the union of the pieces, and <paramref name="kernelSlotCount"/>
-    /// counts them. Returns what is wrong, one line each; empty when the layout is right.
+    /// counts them. <paramref name="unlistedSlots"/> counts, per address space, user slots left out of
+    /// <paramref name="userSlots"/> and of <paramref name="kernelSlots"/> (each one untracked kernel slot),
+    /// so a caller can check a subset while the id budget stays exact. Returns what is wrong, one line
+    /// each; empty when the layout is right.
     /// </summary>
     public static List<string> Verify(
         IEnumerable<Memslot> userSlots,
@@ -94,12 +97,14 @@ public static class KernelSlotLayout
         Func<Memslot, IReadOnlyList<KernelSlotPiece>> piecesOf,
         IEnumerable<KernelSlotPiece> kernelSlots,
         int kernelSlotCount,
-        int idsPerAddressSpace)
+        int idsPerAddressSpace,
+        IReadOnlyDictionary<ushort, int>? unlistedSlots = null)
     {
         var problems = new List<string>();
         var allPieces = new List<KernelSlotPiece>();
         var fineTotal = new Dictionary<ushort, long>();
         var coarse = new List<Memslot>();
+        foreach (var (space, count) in unlistedSlots ?? new Dictionary<ushort, int>()) fineTotal[space] = count;
         foreach (var user in userSlots)
         {
             var tracked = trackedGfns(user).Where(user.ContainsGfn).ToHashSet();
@@ -121,15 +126,19 @@ public static class KernelSlotLayout
 
         foreach (var group in allPieces.GroupBy(p => p.PackedSlot).Where(g => g.Count() > 1))
             problems.Add($"kernel id {(ushort)group.Key} (as {group.Key >> 16}) is used by {group.Count()} pieces");
-        foreach (var space in allPieces.GroupBy(p => p.AddressSpace).Where(g => g.Count() > idsPerAddressSpace))
-            problems.Add($"address space {space.Key} uses {space.Count()} kernel slots, above the {idsPerAddressSpace} ids it has");
+        foreach (var space in allPieces.GroupBy(p => p.AddressSpace))
+        {
+            int used = space.Count() + (unlistedSlots?.GetValueOrDefault(space.Key) ?? 0);
+            if (used > idsPerAddressSpace) problems.Add($"address space {space.Key} uses {used} kernel slots, above the {idsPerAddressSpace} ids it has");
+        }
 
         var expected = allPieces.Select(Describe).Order(StringComparer.Ordinal).ToList();
         var actual = kernelSlots.Select(Describe).Order(StringComparer.Ordinal).ToList();
         foreach (string missing in expected.Except(actual)) problems.Add($"the kernel was never handed {missing}");
         foreach (string extra in actual.Except(expected)) problems.Add($"the kernel holds {extra}, which no piece describes");
-        if (kernelSlotCount != actual.Count)
-            problems.Add($"KernelSlotCount says {kernelSlotCount}, the kernel holds {actual.Count} slots");
+        int unlisted = unlistedSlots?.Values.Sum() ?? 0;
+        if (kernelSlotCount != actual.Count + unlisted)
+            problems.Add($"KernelSlotCount says {kernelSlotCount}, the kernel holds {actual.Count + unlisted} slots");
         return problems;
     }
 
