@@ -17,6 +17,8 @@ public sealed class KernelSlotRecorder(IMemslotBackend kernel) : IMemslotBackend
 
     public int Count => _slots.Count;
 
+    public bool Holds(uint packedSlot) => _slots.ContainsKey(packedSlot);
+
     public IEnumerable<KernelSlotPiece> Slots() => _slots.Values.Select(r =>
         new KernelSlotPiece((ushort)r.slot, (ushort)(r.slot >> 16), r.guest_phys_addr, r.memory_size, r.userspace_addr, r.flags));
 

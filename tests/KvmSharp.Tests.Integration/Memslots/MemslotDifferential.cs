@@ -211,14 +211,15 @@ public sealed class MemslotDifferential : IDisposable
             _production.Dispose();
         }
 
-        // Every id but a few taken by one-page slots, so tracking must coarsen to fit.
+        // Every id but the first 2 + FillLeavingFree taken by one-page slots, so tracking must coarsen
+        // to fit; requests on the top ids then change or delete fill slots.
         public void Start()
         {
             if (_sequence.FillLeavingFree < 0) return;
-            int target = Limits.SlotsPerAddressSpace - (2 * SmallIds) - _sequence.FillLeavingFree;
-            for (int i = 0; i < target; i++)
+            int first = 2 + _sequence.FillLeavingFree;
+            for (int i = 0; i < Limits.SlotsPerAddressSpace - first; i++)
             {
-                var request = MemslotRequest.Create((ushort)(SmallIds + i), FillGpa + ((ulong)i * Page), Page, HostBase);
+                var request = MemslotRequest.Create((ushort)(first + i), FillGpa + ((ulong)i * Page), Page, HostBase);
                 var verdict = _table.TryApply(request);
                 int kernel = _reference.TrySetUserMemoryRegion(request.ToKernel());
                 if (!verdict.Accepted || kernel != 0)
@@ -301,6 +302,7 @@ public sealed class MemslotDifferential : IDisposable
             }
             if (verdict.Kind == MemslotChangeKind.None) return;
 
+            _fill.Remove(request.Slot); // a fill slot a request changed is an ordinary slot from now on
             if (request.MemorySize == 0) _expected.Remove(request.Slot);
             else _expected[request.Slot] = new Memslot(request.Id, (ushort)request.AddressSpace, request.GuestPhysAddr, request.MemorySize, request.UserspaceAddr, request.Flags);
             if (verdict.Kind is MemslotChangeKind.Delete or MemslotChangeKind.Move && old is { } gone)
@@ -508,9 +510,8 @@ public sealed class MemslotDifferential : IDisposable
 
         private int FreeId(ushort addressSpace)
         {
-            var used = _recorder.Slots().Where(p => p.AddressSpace == addressSpace).Select(p => (int)p.KernelId).ToHashSet();
             for (int id = 0; id < Limits.SlotsPerAddressSpace; id++)
-                if (!used.Contains(id)) return id;
+                if (!_recorder.Holds(MemslotRequest.Pack((ushort)id, addressSpace))) return id;
             return -1; // every id is in use: no probe slot can be made
         }
 
@@ -558,17 +559,17 @@ public sealed class MemslotDifferential : IDisposable
                 int result = vm.TrySetUserMemoryRegion(slot.ToKernelDelete());
                 if (result != 0) throw new DifferentialFailure($"{which}: deleting {Describe(slot)} returned {Errno.Name(-result)}");
             }
-            foreach (var slot in slots.Where(s => _fill.Contains(s.PackedSlot))) vm.TrySetUserMemoryRegion(slot.ToKernelDelete());
+            // Fill slots are left to the VM's close (32,764 DELETEs cost seconds), and their area is not probed.
             var areas = new List<(ulong Gpa, ulong Size)> { (0, 256 * Page), ((Limits.MaxGfn + 1 - 64) << Memslot.PageShift, 64 * Page) };
-            if (_fill.Count > 0) areas.Add((FillGpa, (ulong)Limits.SlotsPerAddressSpace * Page));
             for (ushort space = 0; space < Limits.AddressSpaces; space++)
             {
                 foreach (var (gpa, size) in areas)
                 {
-                    var probe = MemslotRequest.Create(0, gpa, size, HostBase, 0, space);
+                    int probeId = Enumerable.Range(0, Limits.SlotsPerAddressSpace).First(id => !slots.Any(s => s.AddressSpace == space && s.KernelId == id && _fill.Contains(s.PackedSlot)));
+                    var probe = MemslotRequest.Create((ushort)probeId, gpa, size, HostBase, 0, space);
                     int result = vm.TrySetUserMemoryRegion(probe.ToKernel());
                     if (result != 0) throw new DifferentialFailure($"{which}: after deleting every slot, a slot over gpa 0x{gpa:x}+0x{size:x} (as {space}) got {Errno.Name(-result)}: the kernel holds a slot nobody recorded");
-                    vm.TrySetUserMemoryRegion(MemslotRequest.Delete(0, space).ToKernel());
+                    vm.TrySetUserMemoryRegion(MemslotRequest.Delete((ushort)probeId, space).ToKernel());
                 }
             }
         }
