@@ -295,6 +295,7 @@ public sealed class MemslotDifferential : IDisposable
                 return;
             }
             _d.Count(verdict.Accepted ? verdict.Kind.ToString() : Errno.Name(verdict.Errno));
+            if (request.AddressSpace == 1 && verdict.Accepted) _d.Count($"as1-{verdict.Kind}");
             if (!verdict.Accepted)
             {
                 ExpectUnchanged(kernelBefore, modelBefore, $"{request} refused with {Errno.Name(verdict.Errno)}");
