@@ -27,6 +27,7 @@ public static class MemslotDifferentialCheck
         catch (Exception e) when (e is not KvmUnavailableException)
         {
             Console.WriteLine($"FAILED after {differential.Steps} steps: {e.Message}");
+            if (e.InnerException is { } cause) Console.WriteLine(cause.Message);
             return 1;
         }
         Console.WriteLine($"{differential.Summary()}; {clock.Elapsed.TotalSeconds:F1} s");

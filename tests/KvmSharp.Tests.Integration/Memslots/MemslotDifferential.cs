@@ -79,6 +79,7 @@ public sealed class MemslotDifferential : IDisposable
     private const int GpaPages = 24;
     private const ulong FillGpa = 0x1_0000_0000; // fill slots live here, away from the generated ranges
     private const int SmallIds = 6;
+    private static readonly TimeSpan MinimizeBudget = TimeSpan.FromSeconds(60);
     private static readonly int[] InjectedErrnos = [Errno.ENOMEM, Errno.EFAULT, Errno.EINVAL, Errno.EEXIST];
 
     private readonly KvmSystem _system;
@@ -129,8 +130,43 @@ public sealed class MemslotDifferential : IDisposable
         }
     }
 
-    /// <summary>One sequence on two fresh VMs; throws <see cref="DifferentialFailure"/> naming the step.</summary>
+    /// <summary>
+    /// One sequence on two fresh VMs. On a failure, steps are dropped one at a time for as long as
+    /// the rest still fails (each try on fresh VMs), and the <see cref="DifferentialFailure"/> thrown
+    /// names the minimal sequence, its failing step and what each step did.
+    /// </summary>
     public void RunSequence(DiffSequence sequence)
+    {
+        try
+        {
+            RunOnce(sequence);
+        }
+        catch (DifferentialFailure first)
+        {
+            var ops = sequence.Ops.ToList();
+            var failure = first;
+            var budget = Stopwatch.StartNew(); // a fill sequence costs seconds per try: minimize for a minute at most
+            for (bool dropped = true; dropped && budget.Elapsed < MinimizeBudget;)
+            {
+                dropped = false;
+                for (int i = ops.Count - 1; i >= 0 && ops.Count > 1 && budget.Elapsed < MinimizeBudget; i--)
+                {
+                    var fewer = ops.Where((_, k) => k != i).ToList();
+                    try
+                    {
+                        RunOnce(sequence with { Ops = [.. fewer] });
+                    }
+                    catch (DifferentialFailure smaller)
+                    {
+                        (ops, failure, dropped) = (fewer, smaller, true);
+                    }
+                }
+            }
+            throw new DifferentialFailure($"minimal failing sequence ({ops.Count} of {sequence.Ops.Length} steps): {sequence with { Ops = [.. ops] }}\n{failure.Message}");
+        }
+    }
+
+    private void RunOnce(DiffSequence sequence)
     {
         _setupTime.Start();
         using var run = new SequenceRun(this, sequence);
@@ -143,14 +179,22 @@ public sealed class MemslotDifferential : IDisposable
             {
                 run.Step(sequence.Ops[i]);
             }
-            catch (DifferentialFailure e)
+            catch (Exception e) when (e is DifferentialFailure or KvmException or InvalidOperationException or ArgumentException)
             {
-                throw new DifferentialFailure($"step {i} {sequence.Ops[i]}: {e.Message}");
+                string what = e is DifferentialFailure ? e.Message : $"KvmSharp threw {e.GetType().Name}: {e.Message}";
+                throw new DifferentialFailure($"step {i} {sequence.Ops[i]}: {what}\n  what ran:\n    {string.Join("\n    ", run.Trace)}");
             }
             Steps++;
         }
         _setupTime.Start();
-        run.Finish();
+        try
+        {
+            run.Finish();
+        }
+        catch (DifferentialFailure e)
+        {
+            throw new DifferentialFailure($"at the end: {e.Message}\n  what ran:\n    {string.Join("\n    ", run.Trace)}");
+        }
         _setupTime.Stop();
     }
 
@@ -187,6 +231,9 @@ public sealed class MemslotDifferential : IDisposable
         private readonly List<(ulong, ulong)> _expectedRemovals = [];
         private readonly List<ulong> _expectedWrites = [];
         private bool _registered;
+
+        /// <summary>Each step as it was interpreted, for the report of a failing sequence.</summary>
+        public List<string> Trace { get; } = [];
 
         public SequenceRun(MemslotDifferential d, DiffSequence sequence)
         {
@@ -240,11 +287,13 @@ public sealed class MemslotDifferential : IDisposable
                 case DiffOpKind.AddGfn: ChangeCount(PickGfnToAdd(op), +1); break;
                 case DiffOpKind.RemoveGfn: ChangeCount(PickGfnToRemove(op), -1); break;
                 case DiffOpKind.Register:
+                    Trace.Add("Register");
                     if (!_registered) _tracker.Register(_notifier);
                     _registered = true;
                     _d.Count("Register");
                     break;
                 case DiffOpKind.Unregister:
+                    Trace.Add("Unregister");
                     if (_registered) _tracker.Unregister(_notifier);
                     _registered = false;
                     _d.Count("Unregister");
@@ -254,6 +303,7 @@ public sealed class MemslotDifferential : IDisposable
                 case DiffOpKind.ExactAddGfn: ChangeCount((ulong)op.A, +1); break;
                 case DiffOpKind.FailNext:
                     _faults.Arm(1 + (op.A % 6), InjectedErrnos[op.B % InjectedErrnos.Length]);
+                    Trace.Add($"the kernel call {1 + (op.A % 6)} from now fails with {Errno.Name(InjectedErrnos[op.B % InjectedErrnos.Length])}");
                     _d.Count("FailNext");
                     break;
             }
@@ -267,6 +317,7 @@ public sealed class MemslotDifferential : IDisposable
 
         private void Apply(MemslotRequest request)
         {
+            Trace.Add($"KVM_SET_USER_MEMORY_REGION {request}");
             var kernelBefore = _recorder.Slots().ToList();
             var modelBefore = _table.Current;
             var verdict = _table.TryApply(request);
@@ -399,6 +450,7 @@ public sealed class MemslotDifferential : IDisposable
 
         private void ChangeCount(ulong gfn, int delta)
         {
+            Trace.Add($"{(delta > 0 ? "AddGfn" : "RemoveGfn")}(0x{gfn:x})");
             var covering = _expected.Values.Where(s => s.ContainsGfn(gfn)).ToList();
             var changing = delta > 0 ? covering : covering.Where(s => _counts.ContainsKey((s.PackedSlot, gfn))).ToList();
             int expectedErrno = covering.Count == 0 ? Errno.EINVAL : changing.Count == 0 ? Errno.ERANGE : 0;
@@ -445,6 +497,7 @@ public sealed class MemslotDifferential : IDisposable
             ulong value = (uint)op.C | ((ulong)(uint)op.D << 32);
             Span<byte> data = stackalloc byte[8];
             BitConverter.TryWriteBytes(data, value);
+            Trace.Add($"guest write 0x{value:x} at 0x{gpa:x} (as {slot.AddressSpace})");
             bool handled = _tracker.HandleTrappedAccess(0, slot.AddressSpace, gpa, data, isWrite: true);
             if (!handled) throw new DifferentialFailure($"a write to RAM at 0x{gpa:x} (as {slot.AddressSpace}) was not handled");
             if (*(ulong*)slot.HostAddressOf(gpa) != value) throw new DifferentialFailure($"a write to 0x{gpa:x} did not reach memory");
