@@ -49,7 +49,7 @@ public sealed class DifferentialMemslotTests(ITestOutputHelper output)
         using var differential = new MemslotDifferential(system);
         var clock = Stopwatch.StartNew();
 
-        differential.Run(minimumSteps: 150, maxLength: 150, fillOneIn: 1, log: output.WriteLine);
+        differential.Run(minimumSteps: 60, maxLength: 120, fillOneIn: 1, log: output.WriteLine);
 
         output.WriteLine($"{differential.Summary()}; {clock.Elapsed.TotalSeconds:F1} s");
         Assert.True(differential.Coarsenings > 0, $"no step ran with a coarsened carving: {differential.Summary()}");
