@@ -32,6 +32,16 @@ public sealed unsafe class KvmVm : IDisposable
         }
     }
 
+    /// <summary>KVM_GET_DIRTY_LOG; 0 or -errno (ENOENT: no such slot, or it does not log), for callers probing the kernel's state.</summary>
+    public int TryGetDirtyLog(uint slot, Span<ulong> bitmap)
+    {
+        fixed (ulong* bits = bitmap)
+        {
+            var log = new kvm_dirty_log { slot = slot, dirty_bitmap = (ulong)bits };
+            return NativeIoctl.Invoke(Fd, KvmIoctls.KVM_GET_DIRTY_LOG, &log);
+        }
+    }
+
     /// <summary>KVM_GET_DIRTY_LOG into <paramref name="bitmap"/> (one bit per page of the slot, rounded to 64).</summary>
     public void GetDirtyLog(uint slot, Span<ulong> bitmap)
     {

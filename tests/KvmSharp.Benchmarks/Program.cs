@@ -13,6 +13,8 @@ const string Usage = """
                                                    (unchanged: each write stores the bytes memory holds; diagnostic)
       tracked-write FILE [WARMUPS]                 run FILE under KvmSharp with gfn 8 tracked; prints ns_per_write=X
       smm-check                                    SMM memslots (as_id 1) and tracking in both address spaces on this KVM
+      memslot-differential [STEPS [FILL_ONE_IN]]   the memslot differential of the integration tests (default 20000 steps,
+                                                   no sequence starting near the id limit; FILL_ONE_IN=N: one in N does)
       tracking-ops [OPS [SECONDS [CPUS]]]          AddGfn/RemoveGfn per second while CPUS vCPUs spin writing the region
                                                    (default 2000 operations, at most 10 s, 2 vCPUs)
     """;
@@ -36,6 +38,9 @@ try
             rest.Length > 1 ? ParseInt(rest[1], "SECONDS", 1) : TrackingOpsBench.DefaultSeconds,
             rest.Length > 2 ? ParseInt(rest[2], "CPUS", 1) : TrackingOpsBench.DefaultCpus),
         ["smm-check"] => SmmCheck.Run(),
+        ["memslot-differential", .. var rest] when rest.Length <= 2 => MemslotDifferentialCheck.Run(
+            rest.Length > 0 ? ParseInt(rest[0], "STEPS", 1) : MemslotDifferentialCheck.DefaultSteps,
+            rest.Length > 1 ? ParseInt(rest[1], "FILL_ONE_IN", 0) : 0),
         ["gfn-lookup"] => GfnLookupBench.Run(GfnLookupBench.DefaultSizes),
         ["gfn-lookup", .. var sizes] => GfnLookupBench.Run(sizes.Select(s => ParseInt(s, "SLOTS", 1)).ToArray()),
         _ => Fail(Usage, 2),

@@ -106,5 +106,13 @@ cp "$work/smm.out" "$work/smm.err"
 ok=0; [ "$rc" = 0 ] && grep -q "smm-check: all passed" "$work/smm.out" && ok=1
 report smm "$ok" "$(grep -c '^ok:' "$work/smm.out") checks ok"
 
+# Memslot differential (issue 13) with address space 1: KvmSharp's production memslot stack against
+# this kernel, step by step (kvmsharp-bench memslot-differential; 100,000 steps run on the host in CI).
+dotnet "$bench" memslot-differential "${KVMSHARP_TESTBED_DIFFERENTIAL_STEPS:-1000}" >"$work/memslot-differential.out" 2>&1
+rc=$?
+cp "$work/memslot-differential.out" "$work/memslot-differential.err"
+ok=0; [ "$rc" = 0 ] && grep -q "^address spaces: 2" "$work/memslot-differential.out" && grep -q "as1-Create=" "$work/memslot-differential.out" && grep -q "memslot-differential: all passed" "$work/memslot-differential.out" && ok=1
+report memslot-differential "$ok" "$(grep -o '^[0-9]* steps in [0-9]* sequences' "$work/memslot-differential.out" || echo "exit $rc")"
+
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

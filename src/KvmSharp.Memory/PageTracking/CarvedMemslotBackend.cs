@@ -8,9 +8,12 @@ namespace KvmSharp.Memory.PageTracking;
 /// Realises user memslots as kernel memslots. Untracked, a user slot is exactly one kernel slot
 /// with the user's id (no overhead). With tracked gfns it is carved: the tracked runs become
 /// KVM_MEM_READONLY kernel slots (guest writes exit as MMIO), with ids taken from the top of the id
-/// space. The guest is quiesced around every re-carve, so it never sees the gap. The user's view
-/// (ids, ranges, dirty log) is unchanged: dirty bitmaps of the pieces are merged back, plus the
-/// pages KvmSharp itself wrote on the guest's behalf. All mutators run under the memslot write lock.
+/// space. Carving never costs the user an id: when the kernel's ids run out, carved slots are
+/// carved coarser (see <see cref="KernelSlotLayout.Compute"/>) to free ids, and carved finer again
+/// once ids are free. The guest is quiesced around every re-carve, so it never sees the gap. The
+/// user's view (ids, ranges, flags, dirty log) is unchanged: dirty bitmaps of the pieces are merged
+/// back, plus the pages KvmSharp itself wrote on the guest's behalf. All mutators run under the
+/// memslot write lock; every path either completes or leaves the kernel and this state as they were.
 /// </summary>
 public sealed class CarvedMemslotBackend : IMemslotBackend
 {
@@ -18,7 +21,11 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     private readonly MemslotLimits _limits;
     private readonly Dictionary<uint, List<KernelSlotPiece>> _pieces = new();
     private readonly Dictionary<uint, Memslot> _userSlots = new();
-    private readonly HashSet<uint> _kernelIdsInUse = new();
+    private readonly Dictionary<uint, ulong[]> _tracked = new();
+    private readonly HashSet<uint> _carved = new();
+    private readonly HashSet<uint> _coarse = new();
+    private readonly Dictionary<uint, uint> _pieceOwner = new();
+    private readonly Dictionary<ushort, SortedSet<ushort>> _freeIds = new();
     private ImmutableDictionary<uint, ulong[]> _softDirty = ImmutableDictionary<uint, ulong[]>.Empty;
 
     public CarvedMemslotBackend(IMemslotBackend kernel, MemslotLimits limits)
@@ -30,79 +37,97 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     public IGuestQuiescer Quiescer { get; set; } = new NoVcpuQuiescer();
     public TimeSpan QuiesceTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>How many kernel slots realise the user slot (1 when nothing in it is tracked).</summary>
+    /// <summary>The kernel slots realising the user slot, in address order (one when nothing in it is tracked).</summary>
     public IReadOnlyList<KernelSlotPiece> PiecesOf(ushort id, ushort addressSpace = 0) =>
         _pieces.TryGetValue(MemslotRequest.Pack(id, addressSpace), out var pieces) ? pieces.ToList() : [];
 
+    /// <summary>Kernel slots in use, user slots and carved pieces together.</summary>
     public int KernelSlotCount => _pieces.Values.Sum(p => p.Count);
+
+    /// <summary>Kernel slots that tracking costs: the pieces beyond one per user slot.</summary>
+    public int TrackingKernelSlots => KernelSlotCount - _userSlots.Count;
+
+    /// <summary>User slots carved coarser than their tracked gfns ask for, because kernel ids ran out.</summary>
+    public int CoarsenedSlots => _coarse.Count;
 
     public int SetUserMemoryRegion(in kvm_userspace_memory_region region)
     {
         uint packed = region.slot;
         bool exists = _userSlots.TryGetValue(packed, out var user);
-        if (region.memory_size == 0) return exists ? Delete(packed, region) : _kernel.SetUserMemoryRegion(region);
-        if (!exists) return Create(region);
-        if (region.guest_phys_addr != user.GuestPhysAddr) return Move(packed, user, region);
-        return ChangeFlags(packed, user, region.flags);
+        int result;
+        if (region.memory_size == 0) result = exists ? Delete(packed, region) : _kernel.SetUserMemoryRegion(region);
+        else if (!exists) result = Create(region);
+        else if (region.guest_phys_addr != user.GuestPhysAddr) result = Move(packed, user, region);
+        else result = ChangeFlags(packed, user, region.flags);
+        if ((packed >> 16) < _limits.AddressSpaces) Refine((ushort)(packed >> 16));
+        return result;
     }
 
     private int Create(in kvm_userspace_memory_region region)
     {
         uint packed = region.slot;
-        if (_kernelIdsInUse.Contains(packed))
+        ushort addressSpace = (ushort)(packed >> 16);
+        if (addressSpace >= _limits.AddressSpaces || (ushort)packed >= _limits.SlotsPerAddressSpace)
+            return _kernel.SetUserMemoryRegion(region); // not an id this backend hands out: the kernel says why
+        if (_pieceOwner.ContainsKey(packed))
         {
-            int moved = RelocatePieceUsing(packed);
-            if (moved != 0) return moved;
+            // A piece holds the id: it moves to a free id, which coarser carving provides if none is left
+            // (and which may release this very id).
+            int freed = EnsureFreeIds(addressSpace, 1);
+            if (freed != 0) return freed;
+            if (_pieceOwner.ContainsKey(packed))
+            {
+                int moved = RelocatePieceUsing(packed);
+                if (moved != 0) return moved;
+            }
         }
         int result = _kernel.SetUserMemoryRegion(region);
         if (result != 0) return result;
-        var user = new Memslot((ushort)packed, (ushort)(packed >> 16), region.guest_phys_addr, region.memory_size, region.userspace_addr, region.flags);
+        var user = new Memslot((ushort)packed, addressSpace, region.guest_phys_addr, region.memory_size, region.userspace_addr, region.flags);
         _userSlots[packed] = user;
         _pieces[packed] = [new KernelSlotPiece(user.Id, user.AddressSpace, user.GuestPhysAddr, user.Size, user.HostAddress, user.Flags)];
-        _kernelIdsInUse.Add(packed);
+        FreeIds(addressSpace).Remove(user.Id);
         return 0;
     }
 
     private int Delete(uint packed, in kvm_userspace_memory_region region)
     {
         var pieces = _pieces[packed];
-        int result;
         if (pieces.Count == 1)
         {
-            result = _kernel.SetUserMemoryRegion(region);
+            int result = _kernel.SetUserMemoryRegion(region);
+            if (result != 0) return result;
         }
         else
         {
             if (!Quiescer.TryQuiesce(QuiesceTimeout)) return -Errno.EBUSY;
             try
             {
-                result = 0;
-                // A refusal part-way puts the pieces already deleted back: a refused DELETE changes nothing.
-                for (int i = 0; i < pieces.Count; i++)
-                {
-                    int r = _kernel.SetUserMemoryRegion(pieces[i].ToKernelDelete());
-                    if (r == 0) continue;
-                    for (int j = 0; j < i; j++) _kernel.SetUserMemoryRegion(pieces[j].ToKernel());
-                    return r;
-                }
+                int result = ApplyToKernel(pieces, []);
+                if (result != 0) return result;
             }
             finally
             {
                 Quiescer.Release();
             }
         }
-        if (result != 0) return result;
-        foreach (var piece in pieces) _kernelIdsInUse.Remove(piece.PackedSlot);
+        ReleasePieces(packed, pieces);
         _pieces.Remove(packed);
         _userSlots.Remove(packed);
+        _tracked.Remove(packed);
+        _carved.Remove(packed);
+        _coarse.Remove(packed);
         _softDirty = _softDirty.Remove(packed);
         return 0;
     }
 
+    // MOVE, possibly with new flags in the same request. The kernel drops a moved slot's tracking
+    // metadata, and so does the page tracker: the slot moves back to a single piece.
     private int Move(uint packed, Memslot user, in kvm_userspace_memory_region region)
     {
         var pieces = _pieces[packed];
-        var moved = user with { GuestPhysAddr = region.guest_phys_addr };
+        var moved = user with { GuestPhysAddr = region.guest_phys_addr, Flags = region.flags };
+        var piece = new KernelSlotPiece(user.Id, user.AddressSpace, moved.GuestPhysAddr, moved.Size, moved.HostAddress, moved.Flags);
         if (pieces.Count == 1 && pieces[0].Flags == user.Flags)
         {
             int result = _kernel.SetUserMemoryRegion(region);
@@ -110,23 +135,26 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         }
         else
         {
-            // Only reachable when moves are allowed with notifiers: tracking of the slot is dropped,
-            // as the kernel drops a moved slot's metadata, so it moves back as a single piece.
-            int result = Reshape(packed, user, [new KernelSlotPiece(user.Id, user.AddressSpace, moved.GuestPhysAddr, moved.Size, moved.HostAddress, moved.Flags)]);
+            int result = Reshape(packed, user, [piece]);
             if (result != 0) return result;
         }
         _userSlots[packed] = moved;
-        _pieces[packed] = [new KernelSlotPiece(user.Id, user.AddressSpace, moved.GuestPhysAddr, moved.Size, moved.HostAddress, moved.Flags)];
+        _pieces[packed] = [piece];
+        _tracked.Remove(packed);
+        _carved.Remove(packed);
+        _coarse.Remove(packed);
+        StartSoftDirtyIfLoggingStarts(packed, user, moved.Flags);
         return 0;
     }
 
+    // FLAGS_ONLY on every piece, ids and ranges kept (so the kernel keeps each piece's dirty bitmap).
     private int ChangeFlags(uint packed, Memslot user, uint flags)
     {
         var pieces = _pieces[packed];
         var changed = new List<KernelSlotPiece>(pieces.Count);
         foreach (var piece in pieces)
         {
-            var updated = piece with { Flags = flags | (piece.IsTrackedCarve ? KvmMemFlags.KVM_MEM_READONLY : 0) };
+            var updated = piece with { Flags = flags | (piece.Flags & KvmMemFlags.KVM_MEM_READONLY) };
             int result = _kernel.SetUserMemoryRegion(updated.ToKernel());
             if (result != 0)
             {
@@ -136,18 +164,85 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             }
             changed.Add(updated);
         }
-        bool loggingStarts = (flags & ~user.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0;
-        if (loggingStarts && _softDirty.ContainsKey(packed)) _softDirty = _softDirty.SetItem(packed, new ulong[BitmapWords(user)]);
+        StartSoftDirtyIfLoggingStarts(packed, user, flags);
         _pieces[packed] = changed;
         _userSlots[packed] = user with { Flags = flags };
         return 0;
+    }
+
+    // Logging (re)starts with a clean log: what was written before it started is not reported.
+    private void StartSoftDirtyIfLoggingStarts(uint packed, Memslot user, uint flags)
+    {
+        bool loggingStarts = (flags & ~user.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0;
+        if (loggingStarts && _softDirty.ContainsKey(packed)) _softDirty = _softDirty.SetItem(packed, new ulong[BitmapWords(user)]);
     }
 
     /// <summary>Re-carve a user slot for the given tracked gfns; 0 or -errno, with nothing changed on failure.</summary>
     public int Relayout(uint packed, IEnumerable<ulong> trackedGfns)
     {
         if (!_userSlots.TryGetValue(packed, out var user)) return -Errno.ENOENT;
-        return Reshape(packed, user, KernelSlotLayout.Compute(user, trackedGfns));
+        var tracked = trackedGfns.Where(user.ContainsGfn).Distinct().Order().ToArray();
+        var (layout, coarse) = Plan(packed, user, tracked);
+        int result = Reshape(packed, user, layout);
+        if (result != 0) return result;
+        if (tracked.Length > 0) _tracked[packed] = tracked;
+        else _tracked.Remove(packed);
+        MarkCoarse(packed, coarse);
+        Refine(user.AddressSpace);
+        return 0;
+    }
+
+    // The fine carving if the ids it needs are free, else the finest carving that fits in them.
+    private (List<KernelSlotPiece> Layout, bool Coarse) Plan(uint packed, Memslot user, ulong[] tracked)
+    {
+        var fine = KernelSlotLayout.Compute(user, tracked);
+        int available = _pieces[packed].Count + FreeIds(user.AddressSpace).Count;
+        return fine.Count <= available ? (fine, false) : (KernelSlotLayout.Compute(user, tracked, available), true);
+    }
+
+    private void MarkCoarse(uint packed, bool coarse)
+    {
+        if (coarse) _coarse.Add(packed);
+        else _coarse.Remove(packed);
+        if (_pieces[packed].Count > 1) _carved.Add(packed);
+        else _carved.Remove(packed);
+    }
+
+    // Carve coarse slots finer again, as far as the free ids allow. Best effort: a refusal keeps the coarse carving.
+    private void Refine(ushort addressSpace)
+    {
+        if (_coarse.Count == 0) return;
+        foreach (uint packed in _coarse.Where(p => (p >> 16) == addressSpace).Order().ToList())
+        {
+            if (FreeIds(addressSpace).Count == 0) return;
+            var user = _userSlots[packed];
+            var (layout, coarse) = Plan(packed, user, _tracked.GetValueOrDefault(packed) ?? []);
+            if (Reshape(packed, user, layout) == 0) MarkCoarse(packed, coarse);
+        }
+    }
+
+    // Free ids by carving other slots coarser, the most carved first, until <paramref name="needed"/> are free.
+    private int EnsureFreeIds(ushort addressSpace, int needed)
+    {
+        var free = FreeIds(addressSpace);
+        while (free.Count < needed)
+        {
+            uint victim = 0;
+            int most = 1;
+            foreach (uint packed in _carved)
+            {
+                if ((packed >> 16) != addressSpace) continue;
+                int count = _pieces[packed].Count;
+                if (count > most || (count == most && packed < victim)) (victim, most) = (packed, count);
+            }
+            if (most == 1) return -Errno.ENOSPC; // every slot is one piece: the user holds every id
+            int cap = Math.Max(1, most - (needed - free.Count));
+            var user = _userSlots[victim];
+            int result = Reshape(victim, user, KernelSlotLayout.Compute(user, _tracked.GetValueOrDefault(victim) ?? [], cap));
+            if (result != 0) return result;
+            MarkCoarse(victim, true);
+        }
+        return 0;
     }
 
     private int Reshape(uint packed, Memslot user, List<KernelSlotPiece> desired)
@@ -158,10 +253,11 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
 
         var kept = current.Where(old => desired.Any(d => d.SameShape(old))).ToList();
         var removed = current.Where(old => !kept.Contains(old)).ToList();
-        var released = removed.Select(p => p.PackedSlot).ToHashSet();
+        // Ids of removed pieces are reused first (in address order), then free ones from the top.
+        var reusable = new Queue<ushort>(removed.Select(p => p.KernelId).Where(id => id != user.Id));
+        var free = FreeIds(user.AddressSpace).Reverse().GetEnumerator();
         var assigned = new List<KernelSlotPiece>(desired.Count);
         var created = new List<KernelSlotPiece>();
-        var taken = new HashSet<uint>();
         for (int w = 0; w < desired.Count; w++)
         {
             var want = desired[w];
@@ -170,10 +266,12 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
                 assigned.Add(keep);
                 continue;
             }
-            ushort id = w == 0 ? user.Id : AllocateId(user.AddressSpace, released, taken); // the first piece always holds the user's id
-            if (id == ushort.MaxValue) return -Errno.ENOSPC;
+            ushort id;
+            if (w == 0) id = user.Id; // the first piece always holds the user's id
+            else if (reusable.Count > 0) id = reusable.Dequeue();
+            else if (free.MoveNext()) id = free.Current;
+            else return -Errno.ENOSPC;
             var piece = want with { KernelId = id };
-            taken.Add(piece.PackedSlot);
             assigned.Add(piece);
             created.Add(piece);
         }
@@ -182,32 +280,62 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         try
         {
             foreach (var piece in removed) HarvestDirty(packed, user, piece);
-            for (int k = 0; k < removed.Count; k++)
-            {
-                int result = _kernel.SetUserMemoryRegion(removed[k].ToKernelDelete());
-                if (result == 0) continue;
-                for (int j = 0; j < k; j++) _kernel.SetUserMemoryRegion(removed[j].ToKernel());
-                return result;
-            }
-            for (int i = 0; i < created.Count; i++)
-            {
-                int result = _kernel.SetUserMemoryRegion(created[i].ToKernel());
-                if (result == 0) continue;
-                // Roll back to the old layout.
-                for (int j = 0; j < i; j++) _kernel.SetUserMemoryRegion(created[j].ToKernelDelete());
-                foreach (var piece in removed) _kernel.SetUserMemoryRegion(piece.ToKernel());
-                return result;
-            }
+            int result = ApplyToKernel(removed, created);
+            if (result != 0) return result;
         }
         finally
         {
             Quiescer.Release();
         }
 
-        foreach (var piece in removed) _kernelIdsInUse.Remove(piece.PackedSlot);
-        foreach (var piece in created) _kernelIdsInUse.Add(piece.PackedSlot);
+        ReleasePieces(packed, removed);
+        foreach (var piece in created)
+        {
+            FreeIds(piece.AddressSpace).Remove(piece.KernelId);
+            if (piece.KernelId != user.Id) _pieceOwner[piece.PackedSlot] = packed;
+        }
         _pieces[packed] = assigned;
         return 0;
+    }
+
+    // Delete <paramref name="removed"/>, then create <paramref name="created"/>; on a refusal undo what was done, in reverse.
+    private int ApplyToKernel(List<KernelSlotPiece> removed, List<KernelSlotPiece> created)
+    {
+        for (int k = 0; k < removed.Count; k++)
+        {
+            int result = _kernel.SetUserMemoryRegion(removed[k].ToKernelDelete());
+            if (result == 0) continue;
+            for (int j = k - 1; j >= 0; j--) _kernel.SetUserMemoryRegion(removed[j].ToKernel());
+            return result;
+        }
+        for (int i = 0; i < created.Count; i++)
+        {
+            int result = _kernel.SetUserMemoryRegion(created[i].ToKernel());
+            if (result == 0) continue;
+            for (int j = i - 1; j >= 0; j--) _kernel.SetUserMemoryRegion(created[j].ToKernelDelete());
+            for (int j = removed.Count - 1; j >= 0; j--) _kernel.SetUserMemoryRegion(removed[j].ToKernel());
+            return result;
+        }
+        return 0;
+    }
+
+    private void ReleasePieces(uint owner, IEnumerable<KernelSlotPiece> pieces)
+    {
+        foreach (var piece in pieces)
+        {
+            if (_pieceOwner.TryGetValue(piece.PackedSlot, out uint holder) && holder == owner) _pieceOwner.Remove(piece.PackedSlot);
+            FreeIds(piece.AddressSpace).Add(piece.KernelId);
+        }
+    }
+
+    private SortedSet<ushort> FreeIds(ushort addressSpace)
+    {
+        if (!_freeIds.TryGetValue(addressSpace, out var free))
+        {
+            free = new SortedSet<ushort>(Enumerable.Range(0, _limits.SlotsPerAddressSpace).Select(id => (ushort)id));
+            _freeIds[addressSpace] = free;
+        }
+        return free;
     }
 
     // A piece about to be deleted takes its kernel dirty bits with it: keep them.
@@ -233,53 +361,33 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
 
     private static long BitmapWords(Memslot user) => (long)((user.PageCount + 63) / 64);
 
-    // Moves a piece off a kernel id the user now wants for a new slot.
+    // Moves a piece off a kernel id the user now wants for a new slot (a free id exists: the caller made sure).
     private int RelocatePieceUsing(uint packedId)
     {
-        foreach (var (owner, pieces) in _pieces)
+        uint owner = _pieceOwner[packedId];
+        var pieces = _pieces[owner];
+        int index = pieces.FindIndex(p => p.PackedSlot == packedId);
+        var piece = pieces[index];
+        var free = FreeIds(piece.AddressSpace);
+        if (free.Count == 0) return -Errno.ENOSPC;
+        var replacement = piece with { KernelId = free.Max };
+        if (!Quiescer.TryQuiesce(QuiesceTimeout)) return -Errno.EBUSY;
+        try
         {
-            int index = pieces.FindIndex(p => p.PackedSlot == packedId);
-            if (index < 0) continue;
-            var piece = pieces[index];
-            ushort id = AllocateId(piece.AddressSpace, new HashSet<uint>(), new HashSet<uint> { packedId });
-            if (id == ushort.MaxValue) return -Errno.ENOSPC;
-            var replacement = piece with { KernelId = id };
-            if (!Quiescer.TryQuiesce(QuiesceTimeout)) return -Errno.EBUSY;
-            try
-            {
-                HarvestDirty(owner, _userSlots[owner], piece);
-                int deleted = _kernel.SetUserMemoryRegion(piece.ToKernelDelete());
-                if (deleted != 0) return deleted;
-                int result = _kernel.SetUserMemoryRegion(replacement.ToKernel());
-                if (result != 0)
-                {
-                    _kernel.SetUserMemoryRegion(piece.ToKernel());
-                    return result;
-                }
-            }
-            finally
-            {
-                Quiescer.Release();
-            }
-            _kernelIdsInUse.Remove(packedId);
-            _kernelIdsInUse.Add(replacement.PackedSlot);
-            pieces[index] = replacement;
-            return 0;
+            HarvestDirty(owner, _userSlots[owner], piece);
+            int result = ApplyToKernel([piece], [replacement]);
+            if (result != 0) return result;
         }
+        finally
+        {
+            Quiescer.Release();
+        }
+        _pieceOwner.Remove(packedId);
+        _pieceOwner[replacement.PackedSlot] = owner;
+        free.Remove(replacement.KernelId);
+        free.Add(piece.KernelId);
+        pieces[index] = replacement;
         return 0;
-    }
-
-    // Carve pieces take ids from the top of the id space, where users rarely go.
-    private ushort AllocateId(ushort addressSpace, HashSet<uint> released, HashSet<uint> taken)
-    {
-        for (int id = _limits.SlotsPerAddressSpace - 1; id >= 0; id--)
-        {
-            uint packed = MemslotRequest.Pack((ushort)id, addressSpace);
-            if (taken.Contains(packed) || _userSlots.ContainsKey(packed)) continue;
-            if (_kernelIdsInUse.Contains(packed) && !released.Contains(packed)) continue;
-            return (ushort)id;
-        }
-        return ushort.MaxValue;
     }
 
     public int GetDirtyLog(uint packed, Span<ulong> bitmap)

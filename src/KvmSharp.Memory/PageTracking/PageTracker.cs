@@ -55,6 +55,18 @@ public sealed unsafe class PageTracker : IMemslotObserver
     public long TrackedWrites => Interlocked.Read(ref _trackedWrites);
     public int NotifierCount => Volatile.Read(ref _notifiers).Length;
 
+    /// <summary>Kernel memslots that tracking costs (the carved pieces beyond one per user slot).</summary>
+    public int TrackingKernelSlots
+    {
+        get { lock (_memslots.WriteLock) return _backend.TrackingKernelSlots; }
+    }
+
+    /// <summary>User slots carved coarser than their tracked gfns ask for, because kernel memslot ids ran out.</summary>
+    public int CoarsenedSlots
+    {
+        get { lock (_memslots.WriteLock) return _backend.CoarsenedSlots; }
+    }
+
     // ---- notifier registration -------------------------------------------------------------
 
     public void Register(IPageTrackNotifier notifier)

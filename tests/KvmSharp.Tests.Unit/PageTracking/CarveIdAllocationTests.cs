@@ -87,4 +87,40 @@ public sealed class CarveIdAllocationTests : IDisposable
             [Kernel(1, 0, 0x100, 16, Hva(0x100)), Kernel(63, 0, 0x800, 2, user.Slot.HostAddress)],
             _rig.Kernel.Slots());
     }
+
+    [Fact]
+    public void With_tracking_active_the_user_can_create_a_slot_on_every_id_and_the_carving_coarsens_then_refines()
+    {
+        _rig.Tracker.AddGfn(0x102);
+        _rig.Tracker.AddGfn(0x104);
+        _rig.Tracker.AddGfn(0x10a);
+        Assert.Equal(7, _rig.Carved.PiecesOf(1).Count);
+        _rig.AssertLayout();
+
+        var created = new List<ushort>();
+        for (ushort id = 0; id < 64; id++)
+        {
+            if (id == 1) continue;
+            var verdict = _rig.Table.TryApply(MemslotRequest.Create(id, 0x100_0000 + ((ulong)id * Page), Page, Hva(0x100)));
+            Assert.True(verdict.Accepted, $"CREATE of id {id} refused: {verdict.Reason}");
+            created.Add(id);
+            _rig.AssertLayout();
+        }
+
+        Assert.Equal(64, _rig.Kernel.Slots().Count);
+        Assert.Equal([new KernelSlotPiece(1, 0, SlotGpa, 16 * Page, Hva(0x100), ReadOnly)], _rig.Carved.PiecesOf(1));
+        Assert.Equal(0, _rig.Tracker.TrackingKernelSlots);
+        Assert.Equal(1, _rig.Tracker.CoarsenedSlots);
+
+        // Tracking changes still succeed at the limit, within the one piece.
+        _rig.Tracker.AddGfn(0x10f);
+        _rig.Tracker.RemoveGfn(0x10f);
+        _rig.AssertLayout();
+
+        foreach (ushort id in created.Take(6)) _rig.Table.Apply(MemslotRequest.Delete(id));
+
+        Assert.Equal(7, _rig.Carved.PiecesOf(1).Count);
+        Assert.Equal(0, _rig.Tracker.CoarsenedSlots);
+        _rig.AssertLayout();
+    }
 }

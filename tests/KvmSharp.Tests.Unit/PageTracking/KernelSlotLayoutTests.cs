@@ -120,6 +120,54 @@ public sealed class KernelSlotLayoutTests
     }
 
     [Fact]
+    public void A_user_readonly_slot_is_one_readonly_piece_whatever_is_tracked()
+    {
+        var pieces = KernelSlotLayout.Compute(Slot(ReadOnly | LogDirty), [0x105, 0x10a]);
+
+        Assert.Equal([new KernelSlotPiece(7, 0, Gpa, Pages * Page, Hva, ReadOnly | LogDirty)], pieces);
+    }
+
+    [Fact]
+    public void A_cap_merges_tracked_runs_across_the_smallest_gap_first()
+    {
+        // Fine: 0-1 | 2 RO | 3 | 4 RO | 5-9 | 10 RO | 11-15 = 7 pieces; the gap at 3 is the smallest.
+        var pieces = KernelSlotLayout.Compute(Slot(LogDirty), [0x102, 0x104, 0x10a], maxPieces: 5);
+
+        AssertLayout(pieces, Shape(0, 2, LogDirty), Shape(2, 3, LogDirty | ReadOnly), Shape(5, 5, LogDirty), Shape(10, 1, LogDirty | ReadOnly), Shape(11, 5, LogDirty));
+    }
+
+    [Fact]
+    public void A_cap_of_three_keeps_head_and_tail_around_one_readonly_span()
+    {
+        var pieces = KernelSlotLayout.Compute(Slot(), [0x102, 0x104, 0x10a], maxPieces: 3);
+
+        AssertLayout(pieces, Shape(0, 2, 0), Shape(2, 9, ReadOnly), Shape(11, 5, 0));
+    }
+
+    [Fact]
+    public void A_cap_of_two_absorbs_the_smaller_of_head_and_tail()
+    {
+        var pieces = KernelSlotLayout.Compute(Slot(), [0x102, 0x10a], maxPieces: 2);
+
+        AssertLayout(pieces, Shape(0, 11, ReadOnly), Shape(11, 5, 0));
+    }
+
+    [Fact]
+    public void A_cap_of_one_makes_the_whole_slot_one_readonly_piece_with_the_users_id()
+    {
+        var pieces = KernelSlotLayout.Compute(Slot(LogDirty), [0x105, 0x10a], maxPieces: 1);
+
+        Assert.Equal([new KernelSlotPiece(7, 0, Gpa, Pages * Page, Hva, LogDirty | ReadOnly)], pieces);
+    }
+
+    [Fact]
+    public void A_cap_the_fine_carving_fits_in_changes_nothing()
+    {
+        Assert.Equal(KernelSlotLayout.Compute(Slot(), [0x105]), KernelSlotLayout.Compute(Slot(), [0x105], maxPieces: 3));
+        Assert.Equal(KernelSlotLayout.Compute(Slot(), []), KernelSlotLayout.Compute(Slot(), [], maxPieces: 1));
+    }
+
+    [Fact]
     public void A_user_readonly_slot_stays_readonly_in_every_piece()
     {
         var pieces = KernelSlotLayout.Compute(Slot(ReadOnly), [0x105]);

@@ -66,6 +66,22 @@ internal sealed class TrackingRig : IDisposable
         return new RamSlot(verdict.New ?? throw new InvalidOperationException("a create publishes its slot"), memory);
     }
 
+    /// <summary>What is wrong with the kernel view (KernelSlotLayout.Verify against the fake kernel's slots); empty when right.</summary>
+    public List<string> LayoutProblems() => KernelSlotLayout.Verify(
+        Table.Current.AllSlots(),
+        slot => Tracker.TrackedGfns.TryGetValue(slot.PackedSlot, out var gfns) ? gfns : [],
+        slot => Carved.PiecesOf(slot.Id, slot.AddressSpace),
+        Kernel.Slots().Select(k => new KernelSlotPiece(k.Id, k.AddressSpace, k.Gpa, k.Size, k.Hva, k.Flags)),
+        Carved.KernelSlotCount,
+        Limits.SlotsPerAddressSpace);
+
+    /// <summary>Fails with every problem of the kernel view.</summary>
+    public void AssertLayout()
+    {
+        var problems = LayoutProblems();
+        if (problems.Count > 0) throw new Xunit.Sdk.XunitException("kernel view is wrong:\n  " + string.Join("\n  ", problems));
+    }
+
     /// <summary>A write as a vCPU's MMIO exit would report it.</summary>
     public bool Write(int vcpuId, ulong gpa, byte[] bytes, int addressSpace = 0) =>
         Tracker.HandleTrappedAccess(vcpuId, addressSpace, gpa, bytes.AsSpan(), isWrite: true);
