@@ -24,23 +24,28 @@ public sealed unsafe class SerialInputPump : IDisposable
     private readonly Lock _gate = new();
     private readonly ConsoleEscape _escape = new();
     private readonly Action _quit;
+    private readonly Action<string> _notice;
     private readonly Thread _thread;
     private Serial16550? _target;
     private RawTerminal? _raw;
     private bool _rawRefused;
     private volatile bool _stopping;
 
-    private SerialInputPump(Action quit)
+    private SerialInputPump(Action quit, Action<string> notice)
     {
         _quit = quit;
+        _notice = notice;
         _thread = new Thread(Pump) { IsBackground = true, Name = "serial-input" };
     }
 
     /// <summary>Start reading stdin; <paramref name="quit"/> runs when Ctrl-A x is typed on a raw terminal.</summary>
-    public static SerialInputPump Start(Action quit)
+    /// <param name="quit">Ctrl-A x was typed.</param>
+    /// <param name="notice">One-line news for the user: raw mode on, input waiting for the foreground.</param>
+    public static SerialInputPump Start(Action quit, Action<string> notice)
     {
         ArgumentNullException.ThrowIfNull(quit);
-        var pump = new SerialInputPump(quit);
+        ArgumentNullException.ThrowIfNull(notice);
+        var pump = new SerialInputPump(quit, notice);
         pump._thread.Start();
         return pump;
     }
@@ -75,12 +80,16 @@ public sealed unsafe class SerialInputPump : IDisposable
         bool terminal = RawTerminal.IsTerminal(StandardInput);
         var buffer = new byte[256];
         var toGuest = new byte[256];
+        bool toldBackground = false;
         while (!_stopping)
         {
             if (terminal)
             {
                 if (!RawTerminal.IsForeground(StandardInput))
                 {
+                    if (!toldBackground)
+                        _notice("running in the background: console input starts when kvmsharp is brought to the foreground (fg)");
+                    toldBackground = true;
                     Thread.Sleep(PollMilliseconds);
                     continue;
                 }
@@ -120,6 +129,7 @@ public sealed unsafe class SerialInputPump : IDisposable
             if (_raw is not null || _rawRefused || _stopping) return;
             _raw = RawTerminal.TryEnter(StandardInput);
             _rawRefused = _raw is null;
+            if (_raw is not null) _notice("the terminal is in raw mode for the guest's console: Ctrl-A x quits, Ctrl-A h lists the keys");
         }
     }
 

@@ -44,7 +44,7 @@ public sealed class VmService(
             var capture = options.Expect is not null || options.Timeout is not null ? new ExpectSerialSink(options.Expect) : null;
             ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
             if (options.Kernel is not null) WarnIfGuestKernelModeIsEmulated();
-            input = SerialInputPump.Start(QuitFromConsole);
+            input = SerialInputPump.Start(QuitFromConsole, notice => logger.LogInformation("{Notice}", notice));
 
             var clock = Stopwatch.StartNew();
             VmOutcome outcome;

@@ -51,13 +51,41 @@ public sealed unsafe class RawTerminal : IDisposable
             return null;
         }
 
+        LetDotNetInitialiseTheConsoleNow();
         termios raw = MakeRaw(saved);
         if (!SetAttributes(fd, &raw))
         {
             return null;
         }
 
+        LeaveKeypadApplicationMode();
         return new RawTerminal(fd, saved);
+    }
+
+    // .NET's console switches the terminal's keypad to application mode (terminfo smkx) on its first write when stdin is a
+    // terminal, and never back. Have that happen now, before the session, rather than at the next log line.
+    private static void LetDotNetInitialiseTheConsoleNow()
+    {
+        using var stderr = Console.OpenStandardError();
+        stderr.Write(ReadOnlySpan<byte>.Empty);
+    }
+
+    // rmkx of VT100-compatible terminals (xterm, screen, tmux, the Linux console): normal cursor keys and keypad, what a
+    // shell prompt expects and the guest sees from QEMU. A no-op when the mode was not switched.
+    private static ReadOnlySpan<byte> KeypadLocal => "\u001b[?1l\u001b>"u8;
+
+    private static void LeaveKeypadApplicationMode()
+    {
+        const int StandardOutput = 1;
+        if (!IsTerminal(StandardOutput))
+        {
+            return;
+        }
+
+        fixed (byte* p = KeypadLocal)
+        {
+            write(StandardOutput, p, KeypadLocal.Length);
+        }
     }
 
     /// <summary>
@@ -86,6 +114,7 @@ public sealed unsafe class RawTerminal : IDisposable
 
         termios saved = _saved;
         SetAttributes(_fd, &saved);
+        LeaveKeypadApplicationMode();
         AppDomain.CurrentDomain.ProcessExit -= RestoreAtExit;
     }
 
