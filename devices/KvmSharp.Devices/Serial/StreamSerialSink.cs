@@ -37,6 +37,7 @@ public sealed class StreamSerialSink : ISerialSink, IDisposable
     private bool _stopping;
     private bool _disposed;
     private bool _writerEnded;
+    private bool _stalled;       // a Flush timed out: the reader is not keeping up
     private Exception? _failure;
 
     /// <param name="stream">Writable destination.</param>
@@ -139,6 +140,7 @@ public sealed class StreamSerialSink : ISerialSink, IDisposable
                 long left = deadline - Environment.TickCount64;
                 if (left <= 0)
                 {
+                    _stalled = true;
                     return false;
                 }
 
@@ -153,12 +155,13 @@ public sealed class StreamSerialSink : ISerialSink, IDisposable
     public void Flush() => Flush(TimeSpan.FromSeconds(5));
 
     /// <summary>
-    /// Let the writer drain what is buffered for at most <see cref="DisposeDrainTimeout"/>, then close the stream unless
-    /// it was left open. A writer stuck on a stalled reader is abandoned (it is a background thread), its bytes counted
-    /// as dropped.
+    /// Let the writer drain what is buffered for at most <see cref="DisposeDrainTimeout"/> (not at all if a
+    /// <see cref="Flush(TimeSpan)"/> already timed out), then close the stream unless it was left open. A writer stuck on
+    /// a stalled reader is abandoned (it is a background thread), its bytes counted as dropped.
     /// </summary>
     public void Dispose()
     {
+        bool stalled;
         lock (_gate)
         {
             if (_disposed)
@@ -168,10 +171,11 @@ public sealed class StreamSerialSink : ISerialSink, IDisposable
 
             _disposed = true;
             _stopping = true;
+            stalled = _stalled;
             Monitor.PulseAll(_gate);
         }
 
-        bool drained = _writer.Join(DisposeDrainTimeout);
+        bool drained = _writer.Join(stalled ? TimeSpan.Zero : DisposeDrainTimeout);
         lock (_gate)
         {
             if (!drained)

@@ -29,13 +29,14 @@ public sealed class VmService(
     private VirtualMachine? _current;
     private volatile bool _quitFromConsole;
     private volatile string? _outputFailure;
+    private VirtualMachine? _stopping;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         await Task.Yield();
         StreamSerialSink? console = null;
         SerialInputPump? input = null;
-        using var hangup = HangupSignal.StopOnHangup(lifetime.StopApplication);
+        using var signals = StopSignals.Register(StopCurrentVmGracefully, lifetime.StopApplication);
         try
         {
             console = SerialOutput.Open(options.Serial);
@@ -142,9 +143,16 @@ public sealed class VmService(
         return outcome;
     }
 
+    private void StopCurrentVmGracefully()
+    {
+        if (Volatile.Read(ref _current) is { } vm) StopGracefully(vm);
+    }
+
     // A Linux guest gets Ctrl-Alt-Del and a grace period to shut down; anything else stops at once.
+    // Once per VM: a signal handler and the host's stopping token both ask.
     private void StopGracefully(VirtualMachine vm)
     {
+        if (Interlocked.Exchange(ref _stopping, vm) == vm) return;
         if (!vm.RequestGuestShutdown())
         {
             vm.Stop("the host is shutting down");
