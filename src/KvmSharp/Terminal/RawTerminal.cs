@@ -25,6 +25,7 @@ public sealed unsafe class RawTerminal : IDisposable
         _fd = fd;
         _saved = saved;
         AppDomain.CurrentDomain.ProcessExit += RestoreAtExit;
+        AppDomain.CurrentDomain.UnhandledException += RestoreOnCrash;
     }
 
     /// <summary>True when <paramref name="fd"/> is a terminal.</summary>
@@ -116,9 +117,12 @@ public sealed unsafe class RawTerminal : IDisposable
         SetAttributes(_fd, &saved);
         LeaveKeypadApplicationMode();
         AppDomain.CurrentDomain.ProcessExit -= RestoreAtExit;
+        AppDomain.CurrentDomain.UnhandledException -= RestoreOnCrash;
     }
 
     private void RestoreAtExit(object? sender, EventArgs e) => Dispose();
+
+    private void RestoreOnCrash(object? sender, UnhandledExceptionEventArgs e) => Dispose();
 
     // tcsetattr with SIGTTOU blocked on this thread: a background process then gets EIO-free success or an error,
     // never a stop (POSIX: a blocked SIGTTOU lets the call proceed).
