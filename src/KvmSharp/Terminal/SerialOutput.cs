@@ -1,7 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text;
 using KvmSharp.Devices.Serial;
-using Microsoft.Win32.SafeHandles;
 using static Tmds.Linux.LibC;
 
 namespace KvmSharp.Terminal;
@@ -25,7 +24,7 @@ public static unsafe class SerialOutput
         if (serial == "stdout")
         {
             // fd 1 itself, not Console's stream: that one would initialise .NET's terminal handling.
-            return new StreamSerialSink(new FileStream(new SafeFileHandle(1, ownsHandle: false), FileAccess.Write, bufferSize: 0),
+            return new StreamSerialSink(new FileDescriptorStream(1, ownsDescriptor: false),
                 leaveOpen: true, bufferSize: BufferBytes, maxFlushDelay: MaxFlushDelay);
         }
 
@@ -65,5 +64,5 @@ public static unsafe class SerialOutput
         throw new IOException($"cannot open the serial output '{path}' (--serial): {Marshal.GetPInvokeErrorMessage(error)} (errno {error})");
     }
 
-    private static FileStream ToStream(int fd) => new(new SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, bufferSize: 0);
+    private static FileDescriptorStream ToStream(int fd) => new(fd, ownsDescriptor: true);
 }
