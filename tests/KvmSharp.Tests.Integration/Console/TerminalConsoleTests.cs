@@ -64,6 +64,43 @@ public sealed class TerminalConsoleTests(ITestOutputHelper log)
         AssertSameAttributes(before, terminal.Attributes);
     }
 
+    [KvmTheory]
+    [InlineData(1)]  // SIGHUP: the terminal went away
+    [InlineData(2)]  // SIGINT: kill -INT (Ctrl-C itself goes to the guest)
+    [InlineData(15)] // SIGTERM
+    public void A_stop_signal_ends_the_run_cleanly_and_restores_the_terminal(int signal)
+    {
+        using var terminal = new PseudoTerminal();
+        var before = terminal.Attributes;
+        using var image = EchoGuest.Echo($"echo-signal-{signal}");
+        using var kvmsharp = ConsoleProcess.OnTerminal(terminal, "run", "--image", image.Path, "--entry", image.Entry);
+        Assert.True(terminal.WaitFor(EchoGuest.Ready, Patience), $"no READY\n{terminal.Output}\n{kvmsharp.StandardError}");
+        Assert.True(SpinWait.SpinUntil(() => (terminal.Attributes.c_lflag & (uint)ICANON) == 0, Patience), kvmsharp.StandardError);
+
+        kvmsharp.Signal(signal);
+
+        Assert.True(kvmsharp.WaitForExit(Patience), $"signal {signal} did not end kvmsharp");
+        string stderr = kvmsharp.StandardError;
+        log.WriteLine(stderr);
+        Assert.Equal(0, kvmsharp.ExitCode);
+        Assert.Contains("VM ended: stopped: the host is shutting down (exit code 0)", stderr);
+        AssertSameAttributes(before, terminal.Attributes);
+    }
+
+    [KvmFact]
+    public void When_the_guest_ends_by_itself_the_terminal_is_restored()
+    {
+        using var terminal = new PseudoTerminal();
+        var before = terminal.Attributes;
+
+        using var kvmsharp = ConsoleProcess.OnTerminal(terminal, "run");
+
+        Assert.True(kvmsharp.WaitForExit(Patience), kvmsharp.StandardError);
+        Assert.Equal(0, kvmsharp.ExitCode);
+        Assert.Contains(BuiltInGuest.Banner, terminal.Output);
+        AssertSameAttributes(before, terminal.Attributes);
+    }
+
     [KvmFact]
     public void Started_in_the_background_it_never_stops_on_the_terminal_and_leaves_it_alone()
     {
