@@ -34,7 +34,10 @@ public sealed class ConsoleProcess : IDisposable
         Start(arguments, terminal, "exec setsid -c sh -m -c '\"$@\" & wait $!' job-shell \"$@\"");
 
     /// <summary>Run kvmsharp with stdout on a pipe (read it, or not, through <see cref="Process"/>), stdin empty.</summary>
-    public static ConsoleProcess WithStdoutPipe(params string[] arguments)
+    public static ConsoleProcess WithStdoutPipe(params string[] arguments) => WithPipes(closeStdin: true, arguments);
+
+    /// <summary>Run kvmsharp with stdin and stdout on pipes the test holds (<see cref="Process"/>).</summary>
+    public static ConsoleProcess WithPipes(bool closeStdin, params string[] arguments)
     {
         string stderr = Path.Combine(Path.GetTempPath(), $"kvmsharp-console-{Guid.NewGuid():N}.err");
         var start = new ProcessStartInfo("sh") { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
@@ -44,7 +47,7 @@ public sealed class ConsoleProcess : IDisposable
         AddCommand(start, arguments);
         start.Environment["KVMSHARP_TEST_STDERR"] = stderr;
         var process = Process.Start(start)!;
-        process.StandardInput.Close();
+        if (closeStdin) process.StandardInput.Close();
         return new ConsoleProcess(process, stderr);
     }
 
