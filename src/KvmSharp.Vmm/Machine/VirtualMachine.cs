@@ -237,7 +237,13 @@ public sealed class VirtualMachine : IDisposable
         }
         Volatile.Write(ref _startedVcpus, _vcpus.ToArray());
         Timeline.Mark("vCPU threads starting");
-        foreach (var runner in _vcpus) runner.Start();
+        // Starting a thread waits for it to be scheduled, which takes long among many spinning vCPUs:
+        // a stop that arrives meanwhile must not wait for the rest to start.
+        foreach (var runner in _vcpus)
+        {
+            if (Outcome is not null) break;
+            runner.Start();
+        }
     }
 
     private void ConfigureVcpu(KvmVcpu vcpu)
@@ -312,7 +318,7 @@ public sealed class VirtualMachine : IDisposable
     public VmOutcome WaitForExit(CancellationToken cancellation = default)
     {
         _ended.Wait(cancellation);
-        foreach (var runner in _vcpus) runner.WaitForEnd(TimeSpan.FromSeconds(10));
+        WaitForVcpuThreads(VcpuExitGrace);
         return _outcome!;
     }
 
@@ -320,9 +326,24 @@ public sealed class VirtualMachine : IDisposable
     {
         outcome = null;
         if (!_ended.Wait(timeout)) return false;
-        foreach (var runner in _vcpus) runner.WaitForEnd(TimeSpan.FromSeconds(10));
+        WaitForVcpuThreads(VcpuExitGrace);
         outcome = _outcome;
         return true;
+    }
+
+    // How long an ended VM waits, in all, for its kicked vCPU threads to leave KVM_RUN.
+    private static readonly TimeSpan VcpuExitGrace = TimeSpan.FromSeconds(10);
+
+    // One deadline for all threads, not one each; threads never started have nothing to wait for.
+    private void WaitForVcpuThreads(TimeSpan grace)
+    {
+        long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+        foreach (var runner in _vcpus)
+        {
+            if (!runner.WasStarted) continue;
+            long left = Math.Max(0, deadline - Environment.TickCount64);
+            runner.WaitForEnd(TimeSpan.FromMilliseconds(left));
+        }
     }
 
     /// <summary>Where every vCPU is: registers and the code at RIP, taken while they are paused (for timeouts and hangs).</summary>

@@ -67,11 +67,15 @@ public sealed unsafe class VcpuRunner : IDisposable
 
     public bool HasEnded => _ended.IsSet;
 
+    /// <summary>True once <see cref="Start"/> has been called (a VM stopped while starting leaves some runners unstarted).</summary>
+    public bool WasStarted => Volatile.Read(ref _thread) is not null;
+
     public void Start()
     {
         VcpuKickSignal.Number.ToString(); // install the handler before any kick can be sent
-        _thread = new Thread(ThreadMain, maxStackSize: 1 << 20) { Name = $"vcpu-{Id}", IsBackground = true };
-        _thread.Start();
+        var thread = new Thread(ThreadMain, maxStackSize: 1 << 20) { Name = $"vcpu-{Id}", IsBackground = true };
+        Volatile.Write(ref _thread, thread);
+        thread.Start();
     }
 
     /// <summary>Wait until the vCPU exists and is configured (or failed to be).</summary>

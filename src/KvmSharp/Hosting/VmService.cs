@@ -2,6 +2,7 @@ using System.Diagnostics;
 using KvmSharp.Cli;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Kvm;
+using KvmSharp.Terminal;
 using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Boot.Linux;
 using KvmSharp.Vmm.Guests;
@@ -26,19 +27,27 @@ public sealed class VmService(
 {
     private const int TailLines = 25;
 
+    // The VM running now (null between reboots): console input, Ctrl-A x and output failures act on it.
+    private VirtualMachine? _current;
+    private volatile bool _quitFromConsole;
+    private volatile string? _outputFailure;
+    private VirtualMachine? _stopping;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         await Task.Yield();
         StreamSerialSink? console = null;
+        SerialInputPump? input = null;
+        using var signals = StopSignals.Register(StopCurrentVmGracefully, lifetime.StopApplication);
         try
         {
-            Stream output = options.Serial == "stdout"
-                ? Console.OpenStandardOutput()
-                : new FileStream(options.Serial, FileMode.Create, FileAccess.Write, FileShare.Read);
-            console = new StreamSerialSink(output, leaveOpen: options.Serial == "stdout", maxFlushDelay: TimeSpan.FromMilliseconds(20));
-            var capture = options.Expect is not null || options.Timeout is not null ? new CapturingSerialSink() : null;
+            console = SerialOutput.Open(options.Serial);
+            console.Failed += OnConsoleOutputFailed;
+            if (console.Failure is { } early) OnConsoleOutputFailed(early);
+            var capture = options.Expect is not null || options.Timeout is not null ? new ExpectSerialSink(options.Expect) : null;
             ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
             if (options.Kernel is not null) WarnIfGuestKernelModeIsEmulated();
+            input = SerialInputPump.Start(QuitFromConsole, notice => logger.LogInformation("{Notice}", notice));
 
             var clock = Stopwatch.StartNew();
             VmOutcome outcome;
@@ -46,9 +55,9 @@ public sealed class VmService(
             do
             {
                 if (boots++ > 0) logger.LogInformation("the guest rebooted: restarting it (--on-reboot restart)");
-                outcome = await RunOnce(sink, console, capture, clock, stoppingToken);
+                outcome = await RunOnce(sink, console, input, capture, clock, stoppingToken);
             }
-            while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested);
+            while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested && !_quitFromConsole);
 
             exitCode.ExitCode = Conclude(outcome, capture);
         }
@@ -72,12 +81,35 @@ public sealed class VmService(
         }
         finally
         {
+            input?.Dispose(); // restores the terminal
             console?.Dispose();
+            if (console?.DroppedBytes is > 0 and var dropped)
+                logger.LogWarning("{Dropped} bytes of guest console output were dropped: the reader of --serial {Serial} fell behind or went away", dropped, options.Serial);
             lifetime.StopApplication();
         }
     }
 
-    private async Task<VmOutcome> RunOnce(ISerialSink sink, StreamSerialSink console, CapturingSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
+    // Ctrl-A x: a host stop, at once (no Ctrl-Alt-Del grace), and no restart after it.
+    private void QuitFromConsole()
+    {
+        _quitFromConsole = true;
+        Volatile.Read(ref _current)?.Stop("quit from the console (Ctrl-A x)");
+    }
+
+    // The console's reader went away (EPIPE) or its file failed: end the run rather than run a guest nobody sees.
+    private void OnConsoleOutputFailed(Exception failure)
+    {
+        string where = options.Serial == "stdout" ? "stdout" : $"'{options.Serial}'";
+        string why = failure is IOException { HResult: EpipeErrno }
+            ? $"the reader of the serial console ({where}) went away (EPIPE)"
+            : $"writing the serial console to {where} failed: {failure.Message}";
+        _outputFailure = why;
+        Volatile.Read(ref _current)?.End(VmOutcome.OutputFailed(why));
+    }
+
+    private const int EpipeErrno = 32;
+
+    private async Task<VmOutcome> RunOnce(ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
     {
         using var vm = VirtualMachine.Create(BuildConfig(sink));
         WriteAuditTracker? audit = null;
@@ -90,18 +122,32 @@ public sealed class VmService(
         logger.LogInformation("booting {Guest} with {Memory} MiB and {Cpus} vCPU(s)",
             options.Kernel ?? options.Image ?? "the built-in guest", options.MemoryBytes >> 20, options.Cpus);
 
-        vm.Start();
-        using var input = SerialInputPump.Start(vm.Serial, stoppingToken);
-        using var watching = new CancellationTokenSource();
-        var watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
         VmOutcome outcome;
+        // Stops are wired before the vCPUs start: starting hundreds of threads can take seconds on a busy host.
+        Volatile.Write(ref _current, vm);
         using (stoppingToken.Register(() => StopGracefully(vm)))
         {
-            outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
+            if (_quitFromConsole) vm.Stop("quit from the console (Ctrl-A x)");
+            if (_outputFailure is { } failed) vm.End(VmOutcome.OutputFailed(failed));
+            input.Attach(vm.Serial);
+            using var watching = new CancellationTokenSource();
+            var watcher = Task.CompletedTask;
+            try
+            {
+                vm.Start();
+                watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
+                outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
+            }
+            finally
+            {
+                input.Attach(null);
+                Volatile.Write(ref _current, null);
+                watching.Cancel();
+                await watcher;
+            }
         }
-        watching.Cancel();
-        await watcher;
-        console.Flush();
+        // Bounded: a reader that stalls must not hold up the end of the run.
+        console.Flush(ConsoleDrainTimeout);
         if (audit is not null) logger.LogInformation("{Summary}", audit.Summary());
         Report(outcome, vm);
         if (options.Stats) PrintStatistics(vm);
@@ -123,9 +169,16 @@ public sealed class VmService(
         if (report.FirstRunUnixNanoseconds is { } first) Console.Error.WriteLine($"first_kvm_run_unix_ns={first}");
     }
 
+    private void StopCurrentVmGracefully()
+    {
+        if (Volatile.Read(ref _current) is { } vm) StopGracefully(vm);
+    }
+
     // A Linux guest gets Ctrl-Alt-Del and a grace period to shut down; anything else stops at once.
+    // Once per VM: a signal handler and the host's stopping token both ask.
     private void StopGracefully(VirtualMachine vm)
     {
+        if (Interlocked.Exchange(ref _stopping, vm) == vm) return;
         if (!vm.RequestGuestShutdown())
         {
             vm.Stop("the host is shutting down");
@@ -136,6 +189,7 @@ public sealed class VmService(
     }
 
     private static readonly TimeSpan GuestShutdownGrace = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan ConsoleDrainTimeout = TimeSpan.FromMilliseconds(250);
 
     private VmConfig BuildConfig(ISerialSink sink)
     {
@@ -163,12 +217,12 @@ public sealed class VmService(
     }
 
     // Ends the VM when the console shows the expected text, or when the time is up.
-    private void Watch(VirtualMachine vm, CapturingSerialSink capture, Stopwatch clock, CancellationToken stop)
+    private void Watch(VirtualMachine vm, ExpectSerialSink capture, Stopwatch clock, CancellationToken stop)
     {
         var left = options.Timeout is { } timeout ? timeout - clock.Elapsed : Timeout.InfiniteTimeSpan;
         if (left != Timeout.InfiniteTimeSpan && left < TimeSpan.Zero) left = TimeSpan.Zero;
         bool matched = options.Expect is not null
-            ? capture.WaitFor(options.Expect, left, stop)
+            ? capture.WaitForMatch(left, stop)
             : stop.WaitHandle.WaitOne(left) && false;
         if (stop.IsCancellationRequested) return;
         if (matched)
@@ -181,7 +235,7 @@ public sealed class VmService(
         vm.End(timedOut with { Report = vm.DescribeVcpus(TimeSpan.FromSeconds(2)) });
     }
 
-    private int Conclude(VmOutcome outcome, CapturingSerialSink? capture)
+    private int Conclude(VmOutcome outcome, ExpectSerialSink? capture)
     {
         if (outcome.Kind == VmExitKind.Expected) return outcome.ExitCode;
         if (outcome.Kind == VmExitKind.Timeout)
@@ -209,12 +263,7 @@ public sealed class VmService(
         Console.Error.WriteLine("---");
     }
 
-    private static string Tail(CapturingSerialSink? capture)
-    {
-        if (capture is null) return "";
-        var lines = capture.Text.Split('\n');
-        return string.Join('\n', lines.Skip(Math.Max(0, lines.Length - TailLines)));
-    }
+    private static string Tail(ExpectSerialSink? capture) => capture?.Tail(TailLines) ?? "";
 
     private void WarnIfGuestKernelModeIsEmulated()
     {

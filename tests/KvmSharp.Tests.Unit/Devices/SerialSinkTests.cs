@@ -9,45 +9,47 @@ public sealed class SerialSinkTests
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
 
     [Fact]
-    public void Stream_sink_buffers_until_a_newline()
+    public void Stream_sink_writes_a_line_without_being_asked_but_holds_a_partial_one()
     {
-        var stream = new MemoryStream();
+        var stream = new WriteCountingStream();
         using var sink = new StreamSerialSink(stream, leaveOpen: true);
 
-        Write(sink, "login");
-        Assert.Equal(0, stream.Length);
+        Write(sink, "login:\n");
+        Assert.True(SpinWait.SpinUntil(() => stream.BytesWritten == 7, Patience));
 
-        Write(sink, ":\n");
-        Assert.Equal("login:\n", Encoding.ASCII.GetString(stream.ToArray()));
+        Write(sink, "pass");
+        Thread.Sleep(50);
+        Assert.Equal("login:\n", stream.Text);
     }
 
     [Fact]
     public void Stream_sink_flushes_when_asked()
     {
-        var stream = new MemoryStream();
+        var stream = new WriteCountingStream();
         using var sink = new StreamSerialSink(stream, leaveOpen: true);
         Write(sink, "$ ");
 
-        sink.Flush();
+        Assert.True(sink.Flush(Patience));
 
-        Assert.Equal("$ ", Encoding.ASCII.GetString(stream.ToArray()));
+        Assert.Equal("$ ", stream.Text);
     }
 
     [Fact]
-    public void Stream_sink_flushes_a_full_buffer()
+    public void Stream_sink_writes_once_a_quarter_of_its_buffer_is_used()
     {
-        var stream = new MemoryStream();
-        using var sink = new StreamSerialSink(stream, leaveOpen: true, bufferSize: 4);
+        var stream = new WriteCountingStream();
+        using var sink = new StreamSerialSink(stream, leaveOpen: true, bufferSize: 16);
 
         Write(sink, "abcdef");
 
-        Assert.Equal("abcd", Encoding.ASCII.GetString(stream.ToArray()));
+        Assert.True(SpinWait.SpinUntil(() => stream.BytesWritten >= 4, Patience));
+        Assert.StartsWith("abcd", stream.Text);
     }
 
     [Fact]
     public void Stream_sink_flushes_on_dispose_and_respects_leave_open()
     {
-        var kept = new MemoryStream();
+        var kept = new WriteCountingStream();
         using (var sink = new StreamSerialSink(kept, leaveOpen: true))
         {
             Write(sink, "bye");
@@ -56,13 +58,13 @@ public sealed class SerialSinkTests
         var closed = new MemoryStream();
         new StreamSerialSink(closed).Dispose();
 
-        Assert.Equal("bye", Encoding.ASCII.GetString(kept.ToArray()));
+        Assert.Equal("bye", kept.Text);
         Assert.True(kept.CanWrite);
         Assert.False(closed.CanWrite);
     }
 
     [Fact]
-    public void Stream_sink_drops_bytes_written_after_dispose()
+    public void Stream_sink_drops_and_counts_bytes_written_after_dispose()
     {
         var stream = new MemoryStream();
         var sink = new StreamSerialSink(stream, leaveOpen: true);
@@ -71,6 +73,7 @@ public sealed class SerialSinkTests
         Write(sink, "late\n");
 
         Assert.Equal(0, stream.Length);
+        Assert.Equal(5, sink.DroppedBytes);
     }
 
     [Fact]
@@ -81,18 +84,18 @@ public sealed class SerialSinkTests
 
         Write(sink, "login: ");
 
-        // Nobody calls Flush here: only the sink's timer can move the bytes.
+        // Nobody calls Flush here: only the writer's delay can move the bytes.
         Assert.True(SpinWait.SpinUntil(() => stream.BytesWritten == 7, Patience));
-        Assert.Equal("login: ", Encoding.ASCII.GetString(stream.ToArray()));
+        Assert.Equal("login: ", stream.Text);
     }
 
     [Fact]
-    public void Stream_sink_keeps_every_byte_from_concurrent_writers()
+    public void Stream_sink_keeps_every_byte_from_concurrent_writers_when_the_reader_keeps_up()
     {
         const int Writers = 4;
         const int PerWriter = 10_000;
-        var stream = new MemoryStream();
-        using var sink = new StreamSerialSink(stream, leaveOpen: true, bufferSize: 64);
+        var stream = new WriteCountingStream();
+        using var sink = new StreamSerialSink(stream, leaveOpen: true, bufferSize: Writers * PerWriter);
 
         var threads = new Thread[Writers];
         for (int t = 0; t < Writers; t++)
@@ -113,13 +116,187 @@ public sealed class SerialSinkTests
             Assert.True(thread.Join(Patience));
         }
 
-        sink.Flush();
+        Assert.True(sink.Flush(Patience));
         byte[] written = stream.ToArray();
+        Assert.Equal(0, sink.DroppedBytes);
         Assert.Equal(Writers * PerWriter, written.Length);
         for (int t = 0; t < Writers; t++)
         {
             Assert.Equal(PerWriter, written.Count(b => b == 'a' + t));
         }
+    }
+
+    [Fact]
+    public void A_stalled_reader_never_blocks_the_writer_it_costs_dropped_bytes()
+    {
+        const int BufferSize = 1024;
+        const int Total = 20 * BufferSize;
+        var stream = new StalledStream();
+        var sink = new StreamSerialSink(stream, leaveOpen: true, bufferSize: BufferSize);
+
+        // A vCPU-like thread writes far more than the buffer holds while the stream accepts nothing.
+        var vcpu = new Thread(() =>
+        {
+            for (int i = 0; i < Total; i++)
+            {
+                sink.Write((byte)'x');
+            }
+        });
+        vcpu.Start();
+
+        Assert.True(vcpu.Join(Patience), "Write blocked on a stalled reader");
+        Assert.True(sink.DroppedBytes >= Total - 2 * BufferSize, $"dropped {sink.DroppedBytes}");
+        Assert.False(sink.Flush(TimeSpan.FromMilliseconds(50)));
+
+        var disposing = new Thread(sink.Dispose);
+        disposing.Start();
+        Assert.True(disposing.Join(Patience), "Dispose waited for a stalled reader");
+        // After dispose every byte is accounted for: none was written, so all were dropped.
+        Assert.Equal(Total, sink.DroppedBytes);
+        stream.Release();
+    }
+
+    [Fact]
+    public void A_failing_stream_is_reported_once_and_later_bytes_are_dropped()
+    {
+        var failure = new IOException("Broken pipe", 32);
+        var reported = new List<Exception>();
+        using var sink = new StreamSerialSink(new FailingStream(failure), leaveOpen: true);
+        sink.Failed += e =>
+        {
+            lock (reported) reported.Add(e);
+        };
+
+        Write(sink, "first line\n");
+        Assert.True(SpinWait.SpinUntil(() => sink.Failure is not null, Patience));
+        Write(sink, "second\n");
+
+        Assert.Same(failure, sink.Failure);
+        Assert.True(SpinWait.SpinUntil(() => { lock (reported) return reported.Count == 1; }, Patience));
+        Assert.Equal(11 + 7, sink.DroppedBytes);
+        Assert.False(sink.Flush(TimeSpan.FromMilliseconds(10)));
+    }
+
+    [Fact]
+    public void A_stream_opened_on_the_writer_thread_does_not_hold_up_writes()
+    {
+        using var mayOpen = new ManualResetEventSlim(false);
+        var stream = new WriteCountingStream();
+        using var sink = new StreamSerialSink(() =>
+        {
+            mayOpen.Wait(); // a FIFO waiting for its reader
+            return stream;
+        });
+
+        Write(sink, "early\n");
+        Assert.Equal(0, stream.BytesWritten);
+
+        mayOpen.Set();
+        Assert.True(sink.Flush(Patience));
+        Assert.Equal("early\n", stream.Text);
+    }
+
+    [Fact]
+    public void A_stream_that_cannot_be_opened_is_reported_as_a_failure()
+    {
+        using var sink = new StreamSerialSink(() => throw new IOException("no reader"));
+
+        Assert.True(SpinWait.SpinUntil(() => sink.Failure is not null, Patience));
+        Write(sink, "lost");
+
+        Assert.Equal("no reader", sink.Failure!.Message);
+        Assert.Equal(4, sink.DroppedBytes);
+    }
+
+    [Fact]
+    public void Expect_sink_finds_text_split_across_writes_and_overlapping_false_starts()
+    {
+        var sink = new ExpectSerialSink("aab");
+        Write(sink, "xa");
+        Write(sink, "aa");
+        Assert.False(sink.Matched);
+
+        Write(sink, "b tail");
+
+        Assert.True(sink.Matched);
+        Assert.True(sink.WaitForMatch(TimeSpan.Zero));
+    }
+
+    [Fact]
+    public void Expect_sink_matches_utf8_text()
+    {
+        var sink = new ExpectSerialSink("héllo ✓");
+        Write(sink, "boot: héllo ✓\n");
+
+        Assert.True(sink.Matched);
+    }
+
+    [Fact]
+    public void Expect_sink_times_out_and_is_cancelled_without_a_match()
+    {
+        var sink = new ExpectSerialSink("login:");
+        Write(sink, "kernel panic\n");
+
+        Assert.False(sink.WaitForMatch(TimeSpan.FromMilliseconds(20)));
+        using var ended = new CancellationTokenSource(TimeSpan.FromMilliseconds(20));
+        Assert.False(sink.WaitForMatch(Timeout.InfiniteTimeSpan, ended.Token));
+    }
+
+    [Fact]
+    public void Expect_sink_sees_text_written_later_by_another_thread()
+    {
+        var sink = new ExpectSerialSink("login:");
+        Write(sink, "Welcome\nbuildroot lo");
+        var writer = new Thread(() =>
+        {
+            Thread.Sleep(20);
+            Write(sink, "gin: ");
+        });
+        writer.Start();
+
+        bool found = sink.WaitForMatch(Patience);
+
+        Assert.True(writer.Join(Patience));
+        Assert.True(found);
+    }
+
+    [Fact]
+    public void Expect_sink_keeps_only_its_tail_however_much_the_guest_prints()
+    {
+        const int TailBytes = 1024;
+        var sink = new ExpectSerialSink("never printed", TailBytes);
+        for (int line = 0; line < 100_000; line++)
+        {
+            Write(sink, $"line {line}\n");
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 100_000; i++)
+        {
+            sink.Write((byte)'.');
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        sink.Write((byte)'\n');
+        string tail = sink.Tail(3);
+        string[] lines = tail.Split('\n');
+        Assert.True(tail.Length <= TailBytes, $"tail of {tail.Length} chars");
+        Assert.False(sink.Matched);
+        Assert.True(sink.Length > 1_000_000);
+        // Only the window survives: the dots (cut at its start) and the final newline; no earlier "line N".
+        Assert.Equal(2, lines.Length);
+        Assert.Equal(new string('.', TailBytes - 1), lines[0]);
+        Assert.Equal("", lines[1]);
+    }
+
+    [Fact]
+    public void Expect_sink_tail_returns_the_last_lines()
+    {
+        var sink = new ExpectSerialSink(null);
+        Write(sink, "one\ntwo\nthree\nfour");
+
+        Assert.Equal("three\nfour", sink.Tail(2));
+        Assert.False(sink.WaitForMatch(TimeSpan.Zero));
     }
 
     [Fact]
@@ -201,17 +378,42 @@ public sealed class SerialSinkTests
         }
     }
 
-    /// <summary>A MemoryStream whose written byte count can be polled safely from another thread.</summary>
+    /// <summary>A MemoryStream whose written bytes can be read safely from another thread.</summary>
     private sealed class WriteCountingStream : MemoryStream
     {
+        private readonly Lock _lock = new();
         private long _bytesWritten;
 
         public long BytesWritten => Interlocked.Read(ref _bytesWritten);
 
+        public string Text
+        {
+            get
+            {
+                lock (_lock) return Encoding.UTF8.GetString(ToArray());
+            }
+        }
+
         public override void Write(byte[] buffer, int offset, int count)
         {
-            base.Write(buffer, offset, count);
+            lock (_lock) base.Write(buffer, offset, count);
             Interlocked.Add(ref _bytesWritten, count);
         }
+    }
+
+    /// <summary>A reader that never reads: every write blocks until released (a pipe nobody drains).</summary>
+    private sealed class StalledStream : MemoryStream
+    {
+        private readonly ManualResetEventSlim _released = new(false);
+
+        public void Release() => _released.Set();
+
+        public override void Write(byte[] buffer, int offset, int count) => _released.Wait();
+    }
+
+    /// <summary>A stream whose every write fails (EPIPE: the reader went away).</summary>
+    private sealed class FailingStream(IOException failure) : MemoryStream
+    {
+        public override void Write(byte[] buffer, int offset, int count) => throw failure;
     }
 }
