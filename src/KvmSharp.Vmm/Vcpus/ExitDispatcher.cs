@@ -15,6 +15,9 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
     /// <summary>Optional first look at MMIO exits (page tracking installs one).</summary>
     public IMmioInterceptor? MmioInterceptor { get; set; }
 
+    /// <summary>Harvests the dirty rings when a vCPU's ring is full (Ring mode); the vCPU then resumes.</summary>
+    public Action<int>? DirtyRingFull { get; set; }
+
     public VcpuExitAction Dispatch(int vcpuId, kvm_run* run)
     {
         switch ((KvmExitReason)run->exit_reason)
@@ -29,6 +32,9 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
                 return VcpuExitAction.Halt;
             case KvmExitReason.KVM_EXIT_INTR:
             case KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN:
+                return VcpuExitAction.Continue;
+            case KvmExitReason.KVM_EXIT_DIRTY_RING_FULL when DirtyRingFull is { } harvest:
+                harvest(vcpuId);
                 return VcpuExitAction.Continue;
             default:
                 return VcpuExitAction.Fault;

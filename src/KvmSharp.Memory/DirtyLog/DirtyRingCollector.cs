@@ -1,0 +1,123 @@
+using KvmSharp.Kvm;
+using KvmSharp.Kvm.Interop;
+using KvmSharp.Memory.Memslots;
+
+namespace KvmSharp.Memory.DirtyLog;
+
+/// <summary>
+/// Reads every vCPU's dirty ring into per-kernel-slot bitmaps (ring entries name kernel slots, which
+/// the carve maps back to user slots), then issues KVM_RESET_DIRTY_RINGS. Everything here runs under
+/// one leaf lock: a vCPU thread draining on KVM_EXIT_DIRTY_RING_FULL, a harvest, and a memslot change
+/// (which drains first, so entries are attributed to the layout they were logged under). Nothing is
+/// awaited while the lock is held. Draining allocates nothing.
+/// </summary>
+internal sealed class DirtyRingCollector
+{
+    private sealed class SlotBits(ulong pages)
+    {
+        public readonly ulong Pages = pages;
+        public readonly ulong[] Words = new ulong[(pages + 63) / 64];
+    }
+
+    private readonly object _gate = new();
+    private readonly KvmVm _vm;
+    private readonly Dictionary<uint, SlotBits> _slots = new();
+    private readonly kvm_dirty_gfn[] _scratch = new kvm_dirty_gfn[1024];
+    private KvmDirtyRing[] _rings = [];
+    private uint _lastSlot = uint.MaxValue;
+    private SlotBits? _lastBits;
+    private long _ringFullExits;
+    private long _entries;
+    private long _entriesOutsideSlots;
+
+    public DirtyRingCollector(KvmVm vm) => _vm = vm;
+
+    public long RingFullExits => Interlocked.Read(ref _ringFullExits);
+    public long EntriesHarvested => Interlocked.Read(ref _entries);
+
+    /// <summary>Entries naming no logged kernel slot, or an offset past its end (a slot changed under a running vCPU).</summary>
+    public long EntriesOutsideSlots => Interlocked.Read(ref _entriesOutsideSlots);
+
+    public void Attach(KvmDirtyRing ring)
+    {
+        lock (_gate) _rings = [.. _rings, ring];
+    }
+
+    /// <summary>A kernel slot was (re)defined: keep its bits only if it still logs the same range.</summary>
+    public void SlotChanged(in kvm_userspace_memory_region? before, in kvm_userspace_memory_region region)
+    {
+        lock (_gate)
+        {
+            _lastSlot = uint.MaxValue;
+            _lastBits = null;
+            bool logs = region.memory_size > 0 && (region.flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0;
+            bool sameRange = before is { } old && old.guest_phys_addr == region.guest_phys_addr && old.memory_size == region.memory_size
+                && (old.flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0;
+            if (!logs) _slots.Remove(region.slot);
+            else if (!sameRange || !_slots.ContainsKey(region.slot)) _slots[region.slot] = new SlotBits(region.memory_size >> Memslot.PageShift);
+        }
+    }
+
+    /// <summary>Harvest every ring now (before a memslot change, or from a harvest).</summary>
+    public void Drain()
+    {
+        lock (_gate) DrainLocked();
+    }
+
+    /// <summary>KVM_EXIT_DIRTY_RING_FULL on a vCPU thread: empty the rings and recycle them, so the vCPU can resume.</summary>
+    public void OnRingFull()
+    {
+        Interlocked.Increment(ref _ringFullExits);
+        lock (_gate) DrainLocked();
+    }
+
+    /// <summary>Drain, then move the kernel slot's bits into <paramref name="bitmap"/> (0, or -ENOENT when it does not log).</summary>
+    public int Take(uint packedSlot, Span<ulong> bitmap)
+    {
+        lock (_gate)
+        {
+            DrainLocked();
+            if (!_slots.TryGetValue(packedSlot, out var bits)) return -Errno.ENOENT;
+            int words = Math.Min(bitmap.Length, bits.Words.Length);
+            bits.Words.AsSpan(0, words).CopyTo(bitmap);
+            bitmap[words..].Clear();
+            Array.Clear(bits.Words);
+            return 0;
+        }
+    }
+
+    private void DrainLocked()
+    {
+        bool harvested = false;
+        foreach (var ring in _rings)
+        {
+            int taken;
+            do
+            {
+                taken = ring.Harvest(_scratch);
+                for (int i = 0; i < taken; i++) Record(_scratch[i].slot, _scratch[i].offset);
+                harvested |= taken > 0;
+                _entries += taken;
+            }
+            while (taken == _scratch.Length);
+        }
+        if (!harvested) return;
+        int result = _vm.TryResetDirtyRings();
+        if (result < 0) throw new KvmException("KVM_RESET_DIRTY_RINGS", -result);
+    }
+
+    private void Record(uint slot, ulong offset)
+    {
+        if (slot != _lastSlot)
+        {
+            _lastBits = _slots.TryGetValue(slot, out var found) ? found : null;
+            _lastSlot = slot;
+        }
+        if (_lastBits is not { } bits || offset >= bits.Pages)
+        {
+            _entriesOutsideSlots++;
+            return;
+        }
+        bits.Words[offset >> 6] |= 1UL << (int)(offset & 63);
+    }
+}
