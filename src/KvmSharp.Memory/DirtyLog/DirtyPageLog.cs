@@ -45,8 +45,12 @@ public sealed class DirtyPageLog
         rings.Attach(vcpu.DirtyRing ?? throw new InvalidOperationException($"vCPU {vcpu.Id} has no dirty ring though the VM logs into rings"));
     }
 
-    /// <summary>On the vCPU thread, for KVM_EXIT_DIRTY_RING_FULL: harvest and recycle the rings; the vCPU then resumes. Allocation-free.</summary>
-    public void OnDirtyRingFull(int vcpuId) => _kernel.Rings?.OnRingFull();
+    /// <summary>
+    /// On the vCPU thread, for KVM_EXIT_DIRTY_RING_FULL: harvest and recycle the rings, then true (resume
+    /// the vCPU). False when the ring stays full with nothing to harvest, i.e. the kernel overran it and
+    /// entries were lost: the VM should end rather than spin. Allocation-free.
+    /// </summary>
+    public bool OnDirtyRingFull(int vcpuId) => _kernel.Rings?.OnRingFull() ?? false;
 
     /// <summary>
     /// Record that a device (not the guest's CPU) wrote [<paramref name="gpa"/>, +<paramref name="length"/>):

@@ -29,6 +29,14 @@ internal sealed class DirtyRingCollector
     private long _ringFullExits;
     private long _entries;
     private long _entriesOutsideSlots;
+    private int _fruitlessFullExits;
+
+    /// <summary>
+    /// Ring-full exits in a row that found nothing to harvest before a vCPU is given up on. One can be
+    /// legitimate (another thread drained that ring first); a long run means the kernel overran the
+    /// ring (its entries are lost and it can never be reset), and resuming would only exit again.
+    /// </summary>
+    public const int MaxFruitlessFullExits = 1000;
 
     public DirtyRingCollector(KvmVm vm) => _vm = vm;
 
@@ -64,11 +72,19 @@ internal sealed class DirtyRingCollector
         lock (_gate) DrainLocked();
     }
 
-    /// <summary>KVM_EXIT_DIRTY_RING_FULL on a vCPU thread: empty the rings and recycle them, so the vCPU can resume.</summary>
-    public void OnRingFull()
+    /// <summary>
+    /// KVM_EXIT_DIRTY_RING_FULL on a vCPU thread: empty the rings and recycle them, so the vCPU can
+    /// resume. False when ring-full exits keep coming with nothing to harvest (see <see cref="MaxFruitlessFullExits"/>).
+    /// </summary>
+    public bool OnRingFull()
     {
         Interlocked.Increment(ref _ringFullExits);
-        lock (_gate) DrainLocked();
+        lock (_gate)
+        {
+            if (DrainLocked()) _fruitlessFullExits = 0;
+            else if (++_fruitlessFullExits > MaxFruitlessFullExits) return false;
+            return true;
+        }
     }
 
     /// <summary>Drain, then move the kernel slot's bits into <paramref name="bitmap"/> (0, or -ENOENT when it does not log).</summary>
@@ -86,7 +102,8 @@ internal sealed class DirtyRingCollector
         }
     }
 
-    private void DrainLocked()
+    // True when anything was harvested.
+    private bool DrainLocked()
     {
         bool harvested = false;
         foreach (var ring in _rings)
@@ -101,9 +118,10 @@ internal sealed class DirtyRingCollector
             }
             while (taken == _scratch.Length);
         }
-        if (!harvested) return;
+        if (!harvested) return false;
         int result = _vm.TryResetDirtyRings();
         if (result < 0) throw new KvmException("KVM_RESET_DIRTY_RINGS", -result);
+        return true;
     }
 
     private void Record(uint slot, ulong offset)

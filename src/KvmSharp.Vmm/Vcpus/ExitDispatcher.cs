@@ -15,8 +15,8 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
     /// <summary>Optional first look at MMIO exits (page tracking installs one).</summary>
     public IMmioInterceptor? MmioInterceptor { get; set; }
 
-    /// <summary>Harvests the dirty rings when a vCPU's ring is full (Ring mode); the vCPU then resumes.</summary>
-    public Action<int>? DirtyRingFull { get; set; }
+    /// <summary>Harvests the dirty rings when a vCPU's ring is full (Ring mode); true resumes the vCPU, false ends it.</summary>
+    public Func<int, bool>? DirtyRingFull { get; set; }
 
     public VcpuExitAction Dispatch(int vcpuId, kvm_run* run)
     {
@@ -34,8 +34,7 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
             case KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN:
                 return VcpuExitAction.Continue;
             case KvmExitReason.KVM_EXIT_DIRTY_RING_FULL when DirtyRingFull is { } harvest:
-                harvest(vcpuId);
-                return VcpuExitAction.Continue;
+                return harvest(vcpuId) ? VcpuExitAction.Continue : VcpuExitAction.Fault;
             default:
                 return VcpuExitAction.Fault;
         }
