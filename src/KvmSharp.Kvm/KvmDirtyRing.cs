@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using KvmSharp.Kvm.Interop;
 
 namespace KvmSharp.Kvm;
@@ -44,6 +45,7 @@ public sealed unsafe class KvmDirtyRing : IDisposable
     /// length) and mark each RESET. Returns how many were taken; the caller then issues
     /// KVM_RESET_DIRTY_RINGS. Safe from any thread (serialized per ring); allocation-free.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int Harvest(Span<kvm_dirty_gfn> destination)
     {
         lock (_gate)

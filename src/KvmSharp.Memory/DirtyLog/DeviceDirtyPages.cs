@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Collections.Immutable;
 using KvmSharp.Memory.Memslots;
 
@@ -26,6 +27,7 @@ internal sealed class DeviceDirtyPages
     }
 
     /// <summary>OR the slot's marked pages into <paramref name="bitmap"/> and clear them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void TakeInto(in Memslot slot, Span<ulong> bitmap)
     {
         if (!Volatile.Read(ref _slots).TryGetValue(slot.PackedSlot, out var bits) || bits.Slot != slot) return;

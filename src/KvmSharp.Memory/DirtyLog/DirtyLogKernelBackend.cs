@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using KvmSharp.Kvm;
 using KvmSharp.Kvm.Interop;
 using KvmSharp.Memory.Memslots;
@@ -104,6 +105,7 @@ public sealed class DirtyLogKernelBackend : IMemslotBackend
     }
 
     /// <summary>KVM_CLEAR_DIRTY_LOG over the words from the first to the last non-zero one: only reported pages are protected.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal int ClearReported(uint packedSlot, ulong slotPages, ReadOnlySpan<ulong> bitmap)
     {
         int words = (int)Math.Min((ulong)bitmap.Length, (slotPages + 63) / 64);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using KvmSharp.Kvm;
 using KvmSharp.Kvm.Interop;
 using KvmSharp.Memory.Memslots;
@@ -88,6 +89,7 @@ internal sealed class DirtyRingCollector
     }
 
     /// <summary>Drain, then move the kernel slot's bits into <paramref name="bitmap"/> (0, or -ENOENT when it does not log).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int Take(uint packedSlot, Span<ulong> bitmap)
     {
         lock (_gate)
@@ -103,6 +105,7 @@ internal sealed class DirtyRingCollector
     }
 
     // True when anything was harvested.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private bool DrainLocked()
     {
         bool harvested = false;
@@ -124,6 +127,7 @@ internal sealed class DirtyRingCollector
         return true;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Record(uint slot, ulong offset)
     {
         if (slot != _lastSlot)
