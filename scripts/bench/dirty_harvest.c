@@ -128,12 +128,15 @@ static long count_bits(void)
     return n;
 }
 
+/* As KvmSharp: VirtualMachine creates the RAM slot, then the benchmark turns logging on (FLAGS_ONLY). */
 static void set_slot(uint32_t slot, uint64_t gpa, uint64_t size, uint8_t *host)
 {
     struct kvm_userspace_memory_region region = {
-        .slot = slot, .flags = KVM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = gpa, .memory_size = size, .userspace_addr = (uint64_t)(uintptr_t)host,
+        .slot = slot, .flags = 0, .guest_phys_addr = gpa, .memory_size = size, .userspace_addr = (uint64_t)(uintptr_t)host,
     };
     if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION");
+    region.flags = KVM_MEM_LOG_DIRTY_PAGES;
+    if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION (log)");
     if (mode == CLEAR) {
         uint64_t pages = size >> 12, words = (pages + 63) / 64;
         uint64_t *all = malloc(words * 8);
@@ -165,8 +168,9 @@ int main(int argc, char **argv)
     int rounds = atoi(argv[3]);
     if (rounds < 1) { fprintf(stderr, "dirty_harvest: ROUNDS must be >= 1\n"); return 2; }
 
-    uint8_t *low = mmap(NULL, LOW_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    uint8_t *high = mmap(NULL, HIGH_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    /* Guest RAM as GuestMemoryRegion.CreateAnonymous maps it (shared anonymous memory). */
+    uint8_t *low = mmap(NULL, LOW_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint8_t *high = mmap(NULL, HIGH_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (low == MAP_FAILED || high == MAP_FAILED) die("mmap guest RAM");
     FILE *f = fopen(argv[2], "rb");
     if (!f) die(argv[2]);
