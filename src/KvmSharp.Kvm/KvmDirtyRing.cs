@@ -41,29 +41,33 @@ public sealed unsafe class KvmDirtyRing : IDisposable
     public long Harvested { get; private set; }
 
     /// <summary>
-    /// Copy the published entries, in ring order, into <paramref name="destination"/> (at most its
-    /// length) and mark each RESET. Returns how many were taken; the caller then issues
-    /// KVM_RESET_DIRTY_RINGS. Safe from any thread (serialized per ring); allocation-free.
+    /// Hand the published entries, in ring order, to <paramref name="sink"/> and mark each RESET.
+    /// Returns how many were taken; the caller then issues KVM_RESET_DIRTY_RINGS. Safe from any thread
+    /// (serialized per ring); allocation-free (the sink is a struct, so its call is inlined).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public int Harvest(Span<kvm_dirty_gfn> destination)
+    public int Harvest<TSink>(ref TSink sink) where TSink : struct, IDirtyGfnSink
     {
         lock (_gate)
         {
             if (_entries == 0) return 0;
             var ring = (kvm_dirty_gfn*)_entries;
+            uint mask = (uint)_mask;
+            uint fetch = _fetchIndex;
             int taken = 0;
-            while (taken < destination.Length)
+            while (taken < EntryCount)
             {
-                ref kvm_dirty_gfn entry = ref ring[_fetchIndex & (uint)_mask];
+                kvm_dirty_gfn* entry = ring + (fetch & mask);
                 // Acquire: once DIRTY is seen, the kernel's slot and offset are visible.
-                uint flags = Volatile.Read(ref entry.flags);
+                uint flags = Volatile.Read(ref entry->flags);
                 if ((flags & KvmDirtyGfnFlags.KVM_DIRTY_GFN_F_DIRTY) == 0) break;
-                destination[taken++] = new kvm_dirty_gfn { flags = flags, slot = entry.slot, offset = entry.offset };
+                sink.Add(entry->slot, entry->offset);
                 // Release: the kernel may recycle the entry only after our reads above.
-                Volatile.Write(ref entry.flags, KvmDirtyGfnFlags.KVM_DIRTY_GFN_F_RESET);
-                _fetchIndex++;
+                Volatile.Write(ref entry->flags, KvmDirtyGfnFlags.KVM_DIRTY_GFN_F_RESET);
+                fetch++;
+                taken++;
             }
+            _fetchIndex = fetch;
             Harvested += taken;
             return taken;
         }

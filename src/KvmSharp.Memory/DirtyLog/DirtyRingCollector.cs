@@ -23,7 +23,6 @@ internal sealed class DirtyRingCollector
     private readonly object _gate = new();
     private readonly KvmVm _vm;
     private readonly Dictionary<uint, SlotBits> _slots = new();
-    private readonly kvm_dirty_gfn[] _scratch = new kvm_dirty_gfn[1024];
     private KvmDirtyRing[] _rings = [];
     private uint _lastSlot = uint.MaxValue;
     private SlotBits? _lastBits;
@@ -96,10 +95,16 @@ internal sealed class DirtyRingCollector
         {
             DrainLocked();
             if (!_slots.TryGetValue(packedSlot, out var bits)) return -Errno.ENOENT;
-            int words = Math.Min(bitmap.Length, bits.Words.Length);
-            bits.Words.AsSpan(0, words).CopyTo(bitmap);
-            bitmap[words..].Clear();
-            Array.Clear(bits.Words);
+            // One pass: move each word out, touching the pending word again only where bits were set.
+            var words = bits.Words;
+            int count = Math.Min(bitmap.Length, words.Length);
+            for (int i = 0; i < count; i++)
+            {
+                ulong word = words[i];
+                bitmap[i] = word;
+                if (word != 0) words[i] = 0;
+            }
+            bitmap[count..].Clear();
             return 0;
         }
     }
@@ -109,17 +114,12 @@ internal sealed class DirtyRingCollector
     private bool DrainLocked()
     {
         bool harvested = false;
+        var sink = new RecordingSink(this);
         foreach (var ring in _rings)
         {
-            int taken;
-            do
-            {
-                taken = ring.Harvest(_scratch);
-                for (int i = 0; i < taken; i++) Record(_scratch[i].slot, _scratch[i].offset);
-                harvested |= taken > 0;
-                _entries += taken;
-            }
-            while (taken == _scratch.Length);
+            int taken = ring.Harvest(ref sink);
+            harvested |= taken > 0;
+            _entries += taken;
         }
         if (!harvested) return false;
         int result = _vm.TryResetDirtyRings();
@@ -127,7 +127,13 @@ internal sealed class DirtyRingCollector
         return true;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private readonly struct RecordingSink(DirtyRingCollector collector) : IDirtyGfnSink
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Add(uint slot, ulong offset) => collector.Record(slot, offset);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Record(uint slot, ulong offset)
     {
         if (slot != _lastSlot)
