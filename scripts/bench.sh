@@ -273,9 +273,10 @@ dirty_bench() {
     echo "  timed: one harvest of both slots at each round's MMIO signal, the guest waiting ($harvests per run, median;"
     echo "  round 0 not counted; every harvest must report exactly the 10481 pages written); $rounds runs per side,"
     echo "  alternating who goes first. KvmSharp: DirtyPageLog.Harvest on the vCPU thread; C: scripts/bench/dirty_harvest.c"
-    local summary=() c_out k_out t_out c_values k_values run c_ns k_ns c_median k_median
+    echo "  host load average at start: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (figures swing with it; compare within a run)"
+    local summary=() c_out k_out t_out c_values k_values c_mins k_mins run c_ns k_ns c_median k_median
     for mode in $modes; do
-        c_values=() k_values=()
+        c_values=() k_values=() c_mins=() k_mins=()
         for (( run = 1; run <= rounds; run++ )); do
             run_dirty_c() { c_out=$("$tmp/dirty_harvest" "$mode" "$tmp/guest.bin" "$harvests") || die "C reference failed ($mode)"; }
             run_dirty_k() { k_out=$("$BENCH_BIN" dirty "$mode" "$tmp/guest.bin" "$harvests") || die "kvmsharp-bench dirty $mode failed"; }
@@ -285,6 +286,8 @@ dirty_bench() {
             [[ -n $c_ns && -n $k_ns ]] || die "a $mode run printed no harvest_ns"
             c_values+=("$c_ns")
             k_values+=("$k_ns")
+            c_mins+=("$(field harvest_ns_min "$c_out")")
+            k_mins+=("$(field harvest_ns_min "$k_out")")
             printf '%s run %d: c=%.0f us (min %.0f)  kvmsharp=%.0f us (min %.0f)\n' "$mode" "$run" \
                 "$(awk -v v="$c_ns" 'BEGIN { print v / 1000 }')" "$(awk -v v="$(field harvest_ns_min "$c_out")" 'BEGIN { print v / 1000 }')" \
                 "$(awk -v v="$k_ns" 'BEGIN { print v / 1000 }')" "$(awk -v v="$(field harvest_ns_min "$k_out")" 'BEGIN { print v / 1000 }')"
@@ -295,6 +298,8 @@ dirty_bench() {
         echo "$mode: median harvest c=$(awk -v v="$c_median" 'BEGIN { printf "%.0f", v / 1000 }') us kvmsharp=$(awk -v v="$k_median" 'BEGIN { printf "%.0f", v / 1000 }') us;" \
             "guest writes while KvmSharp harvests non-stop: $(field write_pages_per_s "$t_out") pages/s" \
             "($(field harvests "$t_out") harvests in ${seconds} s, $(field harvest_us "$t_out") us each, ring-full exits $(field ring_full_exits "$t_out"))"
+        # Diagnostic: the fastest harvest of each run is the least disturbed by other load on the host.
+        echo "$mode: median of per-run fastest harvests c=$(median "${c_mins[@]}" | awk '{ printf "%.0f", $1 / 1000 }') us kvmsharp=$(median "${k_mins[@]}" | awk '{ printf "%.0f", $1 / 1000 }') us, ratio $(awk -v k="$(median "${k_mins[@]}")" -v c="$(median "${c_mins[@]}")" 'BEGIN { printf "%.2f", k / c }')"
         summary+=("$(awk -v k="$k_median" -v c="$c_median" -v m="$mode" 'BEGIN { printf "ratio=%.2f mode=%s", k / c, m }')")
     done
     printf '%s\n' "${summary[@]}"
