@@ -12,12 +12,14 @@ namespace KvmSharp.Memory.DirtyLog;
 /// (which drains first, so entries are attributed to the layout they were logged under). Nothing is
 /// awaited while the lock is held. Draining allocates nothing.
 /// </summary>
-internal sealed class DirtyRingCollector
+internal sealed unsafe class DirtyRingCollector
 {
     private sealed class SlotBits(ulong pages)
     {
         public readonly ulong Pages = pages;
         public readonly ulong[] Words = new ulong[(pages + 63) / 64];
+        /// <summary>False while every word is zero (a take then skips the copy).</summary>
+        public bool Any;
     }
 
     private readonly object _gate = new();
@@ -87,34 +89,51 @@ internal sealed class DirtyRingCollector
         }
     }
 
-    /// <summary>Drain, then move the kernel slot's bits into <paramref name="bitmap"/> (0, or -ENOENT when it does not log).</summary>
+    /// <summary>
+    /// Move the kernel slot's bits into <paramref name="bitmap"/>, then drain: this slot's entries go
+    /// straight into <paramref name="bitmap"/>, other slots' into their pending bits (0, or -ENOENT
+    /// when the slot does not log).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int Take(uint packedSlot, Span<ulong> bitmap)
     {
         lock (_gate)
         {
-            DrainLocked();
             if (!_slots.TryGetValue(packedSlot, out var bits)) return -Errno.ENOENT;
-            // One pass: move each word out, touching the pending word again only where bits were set.
             var words = bits.Words;
             int count = Math.Min(bitmap.Length, words.Length);
-            for (int i = 0; i < count; i++)
+            if (bits.Any)
             {
-                ulong word = words[i];
-                bitmap[i] = word;
-                if (word != 0) words[i] = 0;
+                // One pass: move each word out, touching the pending word again only where bits were set.
+                for (int i = 0; i < count; i++)
+                {
+                    ulong word = words[i];
+                    bitmap[i] = word;
+                    if (word != 0) words[i] = 0;
+                }
+                bits.Any = false;
+            }
+            else
+            {
+                bitmap[..count].Clear();
             }
             bitmap[count..].Clear();
+            fixed (ulong* target = bitmap)
+            {
+                DrainLocked(packedSlot, target, Math.Min(bits.Pages, (ulong)count * 64));
+            }
             return 0;
         }
     }
 
-    // True when anything was harvested.
+    private bool DrainLocked() => DrainLocked(uint.MaxValue, null, 0);
+
+    // True when anything was harvested. Entries of targetSlot go to target (targetPages bits), others to their pending bits.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private bool DrainLocked()
+    private bool DrainLocked(uint targetSlot, ulong* target, ulong targetPages)
     {
         bool harvested = false;
-        var sink = new RecordingSink(this);
+        var sink = new RecordingSink(this, targetSlot, target, targetPages);
         foreach (var ring in _rings)
         {
             int taken = ring.Harvest(ref sink);
@@ -127,10 +146,14 @@ internal sealed class DirtyRingCollector
         return true;
     }
 
-    private readonly struct RecordingSink(DirtyRingCollector collector) : IDirtyGfnSink
+    private readonly struct RecordingSink(DirtyRingCollector collector, uint targetSlot, ulong* target, ulong targetPages) : IDirtyGfnSink
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Add(uint slot, ulong offset) => collector.Record(slot, offset);
+        public void Add(uint slot, ulong offset)
+        {
+            if (slot == targetSlot && offset < targetPages) target[offset >> 6] |= 1UL << (int)(offset & 63);
+            else collector.Record(slot, offset);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -147,5 +170,6 @@ internal sealed class DirtyRingCollector
             return;
         }
         bits.Words[offset >> 6] |= 1UL << (int)(offset & 63);
+        bits.Any = true;
     }
 }
