@@ -10,14 +10,29 @@ public sealed unsafe class KvmVcpu : IDisposable
     private nint _run;
     private readonly int _runSize;
 
-    internal KvmVcpu(KvmVm vm, int id, int fd, int runSize)
+    internal KvmVcpu(KvmVm vm, int id, int fd, int runSize, int dirtyRingBytes)
     {
         Vm = vm;
         Id = id;
         _fd = fd;
         _runSize = runSize;
         _run = Posix.MapShared(fd, (ulong)runSize, writable: true, what: "mmap(kvm_run)");
+        if (dirtyRingBytes > 0)
+        {
+            try
+            {
+                DirtyRing = KvmDirtyRing.Map(fd, id, dirtyRingBytes);
+            }
+            catch
+            {
+                Posix.Unmap(Interlocked.Exchange(ref _run, 0), (ulong)runSize);
+                throw;
+            }
+        }
     }
+
+    /// <summary>This vCPU's dirty ring, when the VM enabled one before creating it.</summary>
+    public KvmDirtyRing? DirtyRing { get; }
 
     public KvmVm Vm { get; }
     public int Id { get; }
@@ -144,6 +159,7 @@ public sealed unsafe class KvmVcpu : IDisposable
 
     public void Dispose()
     {
+        DirtyRing?.Dispose();
         nint run = Interlocked.Exchange(ref _run, 0);
         Posix.Unmap(run, (ulong)_runSize);
         Posix.Close(Interlocked.Exchange(ref _fd, -1));

@@ -11,7 +11,17 @@ public sealed unsafe class KvmVm : IDisposable
     {
         System = system;
         _fd = fd;
+        UsesMemoryRegion2 = CheckExtension(KvmCap.KVM_CAP_USER_MEMORY2) > 0;
     }
+
+    /// <summary>True when memslots go through KVM_SET_USER_MEMORY_REGION2 (KVM_CAP_USER_MEMORY2), else the old ioctl.</summary>
+    public bool UsesMemoryRegion2 { get; }
+
+    /// <summary>Bytes of dirty ring per vCPU once <see cref="EnableDirtyRing"/> succeeded; 0 when the VM logs into bitmaps.</summary>
+    public int DirtyRingBytes { get; private set; }
+
+    /// <summary>True when KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 is enabled: KVM_GET_DIRTY_LOG no longer clears.</summary>
+    public bool ManualDirtyLogProtect { get; private set; }
 
     public KvmSystem System { get; }
     internal int Fd => _fd >= 0 ? _fd : throw new ObjectDisposedException(nameof(KvmVm));
@@ -23,8 +33,15 @@ public sealed unsafe class KvmVm : IDisposable
         return result < 0 ? 0 : result;
     }
 
-    /// <summary>KVM_SET_USER_MEMORY_REGION; returns 0 or -errno so callers can surface the kernel's verdict.</summary>
-    public int TrySetUserMemoryRegion(in kvm_userspace_memory_region region)
+    /// <summary>
+    /// KVM_SET_USER_MEMORY_REGION2 where the kernel has it (same semantics, no guest_memfd), else
+    /// KVM_SET_USER_MEMORY_REGION; returns 0 or -errno so callers can surface the kernel's verdict.
+    /// </summary>
+    public int TrySetUserMemoryRegion(in kvm_userspace_memory_region region) =>
+        UsesMemoryRegion2 ? TrySetUserMemoryRegion2(region) : TrySetUserMemoryRegion1(region);
+
+    /// <summary>The old KVM_SET_USER_MEMORY_REGION, whatever the kernel offers.</summary>
+    public int TrySetUserMemoryRegion1(in kvm_userspace_memory_region region)
     {
         fixed (kvm_userspace_memory_region* p = &region)
         {
@@ -32,7 +49,28 @@ public sealed unsafe class KvmVm : IDisposable
         }
     }
 
-    /// <summary>KVM_GET_DIRTY_LOG; 0 or -errno (ENOENT: no such slot, or it does not log), for callers probing the kernel's state.</summary>
+    /// <summary>KVM_SET_USER_MEMORY_REGION2 with the old struct's fields (pads and guest_memfd zero); 0 or -errno.</summary>
+    public int TrySetUserMemoryRegion2(in kvm_userspace_memory_region region)
+    {
+        var region2 = new kvm_userspace_memory_region2
+        {
+            slot = region.slot,
+            flags = region.flags,
+            guest_phys_addr = region.guest_phys_addr,
+            memory_size = region.memory_size,
+            userspace_addr = region.userspace_addr,
+        };
+        return NativeIoctl.Invoke(Fd, KvmIoctls.KVM_SET_USER_MEMORY_REGION2, &region2);
+    }
+
+    /// <summary>KVM_GET_DIRTY_LOG into <paramref name="bitmap"/> (one bit per page of the slot, rounded to 64).</summary>
+    public void GetDirtyLog(uint slot, Span<ulong> bitmap)
+    {
+        int result = TryGetDirtyLog(slot, bitmap);
+        if (result < 0) throw new KvmException("KVM_GET_DIRTY_LOG", -result, $"slot 0x{slot:x}");
+    }
+
+    /// <summary>KVM_GET_DIRTY_LOG; 0 or -errno (ENOENT: no such slot, or it does not log). Allocation-free.</summary>
     public int TryGetDirtyLog(uint slot, Span<ulong> bitmap)
     {
         fixed (ulong* bits = bitmap)
@@ -42,22 +80,52 @@ public sealed unsafe class KvmVm : IDisposable
         }
     }
 
-    /// <summary>KVM_GET_DIRTY_LOG into <paramref name="bitmap"/> (one bit per page of the slot, rounded to 64).</summary>
-    public void GetDirtyLog(uint slot, Span<ulong> bitmap)
+    /// <summary>
+    /// KVM_CLEAR_DIRTY_LOG: clear and write-protect the pages whose bits are set in <paramref name="bitmap"/>,
+    /// which starts at <paramref name="firstPage"/> of the slot. The kernel wants firstPage a multiple of 64
+    /// and pageCount a multiple of 64 unless the range ends at the slot's end. 0 or -errno; allocation-free.
+    /// </summary>
+    public int TryClearDirtyLog(uint slot, ulong firstPage, uint pageCount, ReadOnlySpan<ulong> bitmap)
     {
+        if ((ulong)bitmap.Length * 64 < pageCount) return -Errno.EINVAL;
         fixed (ulong* bits = bitmap)
         {
-            var log = new kvm_dirty_log { slot = slot, dirty_bitmap = (ulong)bits };
-            NativeIoctl.Checked(Fd, KvmIoctls.KVM_GET_DIRTY_LOG, &log);
+            var clear = new kvm_clear_dirty_log { slot = slot, first_page = firstPage, num_pages = pageCount, dirty_bitmap = (ulong)bits };
+            return NativeIoctl.Invoke(Fd, KvmIoctls.KVM_CLEAR_DIRTY_LOG, &clear);
         }
     }
+
+    /// <summary>
+    /// KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) with <paramref name="flags"/>
+    /// (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, optionally KVM_DIRTY_LOG_INITIALLY_SET).
+    /// </summary>
+    public void EnableManualDirtyLogProtect(ulong flags)
+    {
+        EnableCap(KvmCap.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags);
+        ManualDirtyLogProtect = true;
+    }
+
+    /// <summary>
+    /// Turn on the per-vCPU dirty ring of <paramref name="bytes"/> (a power of two) before any vCPU exists:
+    /// KVM_CAP_DIRTY_LOG_RING_ACQ_REL when offered, else KVM_CAP_DIRTY_LOG_RING (x86 orders both the same).
+    /// From then on the VM's bitmap ioctls fail; every vCPU created maps its ring.
+    /// </summary>
+    public void EnableDirtyRing(int bytes)
+    {
+        var cap = CheckExtension(KvmCap.KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0 ? KvmCap.KVM_CAP_DIRTY_LOG_RING_ACQ_REL : KvmCap.KVM_CAP_DIRTY_LOG_RING;
+        EnableCap(cap, (ulong)bytes);
+        DirtyRingBytes = bytes;
+    }
+
+    /// <summary>KVM_RESET_DIRTY_RINGS: recycle every entry userspace marked RESET (write-protecting those pages again); returns how many, or -errno.</summary>
+    public int TryResetDirtyRings() => NativeIoctl.Invoke(Fd, KvmIoctls.KVM_RESET_DIRTY_RINGS, 0);
 
     public KvmVcpu CreateVcpu(int id)
     {
         int fd = NativeIoctl.Checked(Fd, KvmIoctls.KVM_CREATE_VCPU, id);
         try
         {
-            return new KvmVcpu(this, id, fd, System.VcpuMmapSize);
+            return new KvmVcpu(this, id, fd, System.VcpuMmapSize, DirtyRingBytes);
         }
         catch
         {

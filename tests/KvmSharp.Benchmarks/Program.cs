@@ -12,6 +12,10 @@ const string Usage = """
                                                    write the 16-bit guest making N dword writes to the tracked page 0x8000
                                                    (unchanged: each write stores the bytes memory holds; diagnostic)
       tracked-write FILE [WARMUPS]                 run FILE under KvmSharp with gfn 8 tracked; prints ns_per_write=X
+      write-guest dirty FILE                       write the dirty-logging guest (DirtyBenchGuest) shared with dirty_harvest.c
+      dirty MODE FILE [ROUNDS]                     MODE = bitmap|clear|ring: harvest time of a 4 GiB guest dirtying 1 % per round;
+                                                   prints harvest_ns=X (median of ROUNDS, default 10)
+      dirty-throughput MODE [SECONDS]              guest pages written per second while the host harvests back to back (default 3 s)
       smm-check                                    SMM memslots (as_id 1) and tracking in both address spaces on this KVM
       memslot-differential [STEPS [FILL_ONE_IN]]   the memslot differential of the integration tests (default 20000 steps,
                                                    no sequence starting near the id limit; FILL_ONE_IN=N: one in N does)
@@ -37,6 +41,11 @@ try
             rest.Length > 0 ? ParseInt(rest[0], "OPS", 2) : TrackingOpsBench.DefaultOperations,
             rest.Length > 1 ? ParseInt(rest[1], "SECONDS", 1) : TrackingOpsBench.DefaultSeconds,
             rest.Length > 2 ? ParseInt(rest[2], "CPUS", 1) : TrackingOpsBench.DefaultCpus),
+        ["write-guest", "dirty", var file] => WriteDirtyGuest(file),
+        ["dirty", var mode, var file] => DirtyHarvestBench.Run(mode, file, 10),
+        ["dirty", var mode, var file, var rounds] => DirtyHarvestBench.Run(mode, file, ParseInt(rounds, "ROUNDS", 1)),
+        ["dirty-throughput", var mode] => DirtyThroughputBench.Run(mode, 3),
+        ["dirty-throughput", var mode, var seconds] => DirtyThroughputBench.Run(mode, ParseInt(seconds, "SECONDS", 1)),
         ["smm-check"] => SmmCheck.Run(),
         ["memslot-differential", .. var rest] when rest.Length <= 2 => MemslotDifferentialCheck.Run(
             rest.Length > 0 ? ParseInt(rest[0], "STEPS", 1) : MemslotDifferentialCheck.DefaultSteps,
@@ -73,6 +82,12 @@ static int WriteTrackedWriteGuest(string n, string file, string? unroll, bool un
     int factor = unroll is null ? TrackedWriteGuest.DefaultUnroll : ParseInt(unroll, "UNROLL", 1);
     if (factor > 256 || writes < factor) throw new BenchException($"UNROLL must be 1..256 and at most N, not {factor}");
     File.WriteAllBytes(file, TrackedWriteGuest.Assemble(writes, factor, unchanged));
+    return 0;
+}
+
+static int WriteDirtyGuest(string file)
+{
+    File.WriteAllBytes(file, DirtyBenchGuest.Assemble());
     return 0;
 }
 

@@ -20,12 +20,15 @@ internal static unsafe class KvmIoctls
     public static readonly uint KVM_GET_DIRTY_LOG = IOW(KVMIO, 0x42, sizeof(kvm_dirty_log));
     public static readonly uint KVM_SET_USER_MEMORY_REGION = IOW(KVMIO, 0x46, sizeof(kvm_userspace_memory_region));
     public static readonly uint KVM_SET_TSS_ADDR = IO(KVMIO, 0x47);
+    public static readonly uint KVM_SET_USER_MEMORY_REGION2 = IOW(KVMIO, 0x49, sizeof(kvm_userspace_memory_region2));
     public static readonly uint KVM_SET_IDENTITY_MAP_ADDR = IOW(KVMIO, 0x48, sizeof(ulong));
     public static readonly uint KVM_CREATE_IRQCHIP = IO(KVMIO, 0x60);
     public static readonly uint KVM_IRQ_LINE = IOW(KVMIO, 0x61, sizeof(kvm_irq_level));
     public static readonly uint KVM_CREATE_PIT2 = IOW(KVMIO, 0x77, sizeof(kvm_pit_config));
     public static readonly uint KVM_REINJECT_CONTROL = IO(KVMIO, 0x71);
     public static readonly uint KVM_ENABLE_CAP = IOW(KVMIO, 0xa3, sizeof(kvm_enable_cap));
+    public static readonly uint KVM_CLEAR_DIRTY_LOG = IOWR(KVMIO, 0xc0, sizeof(kvm_clear_dirty_log));
+    public static readonly uint KVM_RESET_DIRTY_RINGS = IO(KVMIO, 0xc7);
 
     // vCPU ioctls.
     public static readonly uint KVM_RUN = IO(KVMIO, 0x80);

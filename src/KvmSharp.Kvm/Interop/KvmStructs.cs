@@ -14,6 +14,21 @@ public struct kvm_userspace_memory_region
     public ulong userspace_addr;
 }
 
+/// <summary>KVM_SET_USER_MEMORY_REGION2's argument (Linux 6.8+): the first five fields are the old struct's, then guest_memfd.</summary>
+[KvmLayout("struct kvm_userspace_memory_region2"), StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_userspace_memory_region2
+{
+    public uint slot;
+    public uint flags;
+    public ulong guest_phys_addr;
+    public ulong memory_size;
+    public ulong userspace_addr;
+    public ulong guest_memfd_offset;
+    public uint guest_memfd;
+    public uint pad1;
+    public fixed ulong pad2[14];
+}
+
 [KvmLayout("struct kvm_regs"), StructLayout(LayoutKind.Sequential)]
 public struct kvm_regs
 {

@@ -27,11 +27,11 @@ internal static unsafe class Posix
     }
 
     /// <summary>mmap(2) of a shared mapping of <paramref name="fd"/> (or anonymous memory when fd is -1).</summary>
-    public static nint MapShared(int fd, ulong length, bool writable = true, string what = "mmap")
+    public static nint MapShared(int fd, ulong length, bool writable = true, string what = "mmap", long offset = 0)
     {
         int prot = PROT_READ | (writable ? PROT_WRITE : 0);
         int flags = MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0);
-        void* address = mmap(null, (size_t)length, prot, flags, fd, 0);
+        void* address = mmap(null, (size_t)length, prot, flags, fd, offset);
         if (address == MAP_FAILED) throw new KvmException(what, errno, $"mapping {length} bytes");
         return (nint)address;
     }

@@ -393,6 +393,8 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     public int GetDirtyLog(uint packed, Span<ulong> bitmap)
     {
         if (!_pieces.TryGetValue(packed, out var pieces)) return _kernel.GetDirtyLog(packed, bitmap);
+        // An uncarved slot with nothing written on the guest's behalf: straight into the caller's bitmap.
+        if (pieces.Count == 1 && !_softDirty.ContainsKey(packed)) return _kernel.GetDirtyLog(pieces[0].PackedSlot, bitmap);
         var user = _userSlots[packed];
         bitmap.Clear();
         foreach (var piece in pieces)

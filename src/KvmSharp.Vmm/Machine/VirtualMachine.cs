@@ -4,6 +4,7 @@ using KvmSharp.Devices.Legacy;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Kvm;
 using KvmSharp.Kvm.Interop;
+using KvmSharp.Memory.DirtyLog;
 using KvmSharp.Memory.Memslots;
 using KvmSharp.Memory.PageTracking;
 using KvmSharp.Memory.Regions;
@@ -46,8 +47,10 @@ public sealed class VirtualMachine : IDisposable
         System = system;
         Kvm = vm;
         var limits = MemslotLimitsProbe.Read(vm);
-        KernelSlots = new CarvedMemslotBackend(new KvmMemslotBackend(vm), limits);
+        var kernelSlots = DirtyLogKernelBackend.Create(vm, new KvmMemslotBackend(vm), config.DirtyLog);
+        KernelSlots = new CarvedMemslotBackend(kernelSlots, limits);
         Memslots = new MemslotTable(limits, KernelSlots);
+        DirtyLog = new DirtyPageLog(Memslots, KernelSlots, kernelSlots);
         Memory = new GuestPhysicalMemory(Memslots);
         PageTracker = new PageTracker(Memslots, KernelSlots, new VcpuQuiescer(() => _vcpus), config.PageTracking)
         {
@@ -57,7 +60,7 @@ public sealed class VirtualMachine : IDisposable
         };
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
-        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker) };
+        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker), DirtyRingFull = DirtyLog.OnDirtyRingFull };
         HasIrqchip = config.Linux is not null;
         Serial = new Serial16550(config.SerialSink, HasIrqchip ? new KvmIrqLine(vm, SerialIrq) : null);
         DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
@@ -95,6 +98,9 @@ public sealed class VirtualMachine : IDisposable
 
     /// <summary>How user memslots are realised as kernel memslots (carved around tracked pages).</summary>
     public CarvedMemslotBackend KernelSlots { get; }
+
+    /// <summary>Dirty pages per user slot, in the mode <see cref="VmConfig.DirtyLog"/> chose; devices report their writes here.</summary>
+    public DirtyPageLog DirtyLog { get; }
 
     /// <summary>The page-track notifier model: register write trackers, protect gfns.</summary>
     public PageTracker PageTracker { get; }
@@ -248,6 +254,7 @@ public sealed class VirtualMachine : IDisposable
 
     private void ConfigureVcpu(KvmVcpu vcpu)
     {
+        DirtyLog.AttachVcpu(vcpu);
         CpuidSetup.Apply(vcpu, _supportedCpuid, Config.Cpus, _tscDeadline);
         if (_linux is { } linux)
         {

@@ -27,6 +27,9 @@ public sealed record VmConfig
     /// <summary>Policies of the page tracker (MOVE with notifiers, notifier faults).</summary>
     public KvmSharp.Memory.PageTracking.PageTrackOptions PageTracking { get; init; } = new();
 
+    /// <summary>Dirty logging: the mode (default ManualProtect where the kernel offers it, else Bitmap; Ring on request) and ring size.</summary>
+    public KvmSharp.Memory.DirtyLog.DirtyLogOptions DirtyLog { get; init; } = new();
+
     /// <summary>Where the VM reports events worth a log line (notifier faults).</summary>
     public Action<string>? Log { get; init; }
 
@@ -41,6 +44,7 @@ public sealed record VmConfig
             throw new GuestInputException(GuestInput.Memory, $"{MemoryBytes} bytes is invalid; give a whole number of MiB, at least 1 MiB");
         if (Cpus < 1 || Cpus > MaximumCpus)
             throw new GuestInputException(GuestInput.Cpus, $"{Cpus} is invalid; give 1 to {MaximumCpus}");
+        if (DirtyLog.Validate() is { } dirtyLog) throw new ArgumentException(dirtyLog);
         if ((Image is null) == (Linux is null))
             throw new ArgumentException("give either a flat image or a Linux kernel to boot, not both or neither");
         Image?.CheckPlacement(MemoryBytes);

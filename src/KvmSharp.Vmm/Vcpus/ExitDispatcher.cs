@@ -16,6 +16,9 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
     /// <summary>Optional first look at MMIO exits (page tracking installs one).</summary>
     public IMmioInterceptor? MmioInterceptor { get; set; }
 
+    /// <summary>Harvests the dirty rings when a vCPU's ring is full (Ring mode); true resumes the vCPU, false ends it.</summary>
+    public Func<int, bool>? DirtyRingFull { get; set; }
+
     public VcpuExitAction Dispatch(int vcpuId, kvm_run* run) => Dispatch(vcpuId, run, null);
 
     /// <summary>Handle one exit; when <paramref name="counters"/> is given, note which bus range took it.</summary>
@@ -34,6 +37,8 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
             case KvmExitReason.KVM_EXIT_INTR:
             case KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN:
                 return VcpuExitAction.Continue;
+            case KvmExitReason.KVM_EXIT_DIRTY_RING_FULL when DirtyRingFull is { } harvest:
+                return harvest(vcpuId) ? VcpuExitAction.Continue : VcpuExitAction.Fault;
             default:
                 return VcpuExitAction.Fault;
         }

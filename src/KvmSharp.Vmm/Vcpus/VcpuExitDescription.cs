@@ -13,6 +13,8 @@ public static unsafe class VcpuExitDescription
         {
             case KvmExitReason.KVM_EXIT_SHUTDOWN:
                 return "KVM_EXIT_SHUTDOWN: the guest triple-faulted (or asked for a shutdown the CPU cannot survive)";
+            case KvmExitReason.KVM_EXIT_DIRTY_RING_FULL:
+                return "KVM_EXIT_DIRTY_RING_FULL: the dirty ring stays full with nothing to harvest (the kernel overran it: entries were lost)";
             case KvmExitReason.KVM_EXIT_FAIL_ENTRY:
             {
                 var fail = (kvm_run_fail_entry*)union;

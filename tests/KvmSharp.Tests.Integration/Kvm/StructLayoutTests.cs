@@ -14,8 +14,15 @@ namespace KvmSharp.Tests.Integration.Kvm;
 /// </summary>
 public sealed class StructLayoutTests
 {
-    // Names newer than the oldest header KvmSharp supports (Debian 12's, Linux 6.1).
-    private static readonly HashSet<string> GuardedNames = ["KVM_EXIT_MEMORY_FAULT"];
+    // Names newer than the oldest header KvmSharp supports (Debian 12's, Linux 6.1): an assertion
+    // mentioning the key compiles only where the header defines the macro of the value (Linux 6.8+).
+    private static readonly Dictionary<string, string> GuardedNames = new()
+    {
+        ["KVM_EXIT_MEMORY_FAULT"] = "KVM_EXIT_MEMORY_FAULT",
+        ["KVM_CAP_USER_MEMORY2"] = "KVM_CAP_USER_MEMORY2",
+        ["kvm_userspace_memory_region2"] = "KVM_SET_USER_MEMORY_REGION2",
+        ["KVM_SET_USER_MEMORY_REGION2"] = "KVM_SET_USER_MEMORY_REGION2",
+    };
 
     [GccFact]
     public void Generated_static_asserts_compile_against_the_system_kvm_header()
@@ -83,13 +90,16 @@ public sealed class StructLayoutTests
         Emit(c, ref count, $"KVM_RUN_X86_SMM == {KvmRunFlags.KVM_RUN_X86_SMM}", "KVM_RUN_X86_SMM");
         Emit(c, ref count, $"KVM_PIT_SPEAKER_DUMMY == {KvmPitFlags.KVM_PIT_SPEAKER_DUMMY}", "KVM_PIT_SPEAKER_DUMMY");
         Emit(c, ref count, $"KVM_EXIT_IO_IN == {KvmRunIoDirection.KVM_EXIT_IO_IN} && KVM_EXIT_IO_OUT == {KvmRunIoDirection.KVM_EXIT_IO_OUT}", "KVM_EXIT_IO_*");
+        Emit(c, ref count, $"KVM_DIRTY_GFN_F_DIRTY == {KvmDirtyGfnFlags.KVM_DIRTY_GFN_F_DIRTY} && KVM_DIRTY_GFN_F_RESET == {KvmDirtyGfnFlags.KVM_DIRTY_GFN_F_RESET}", "KVM_DIRTY_GFN_F_*");
+        Emit(c, ref count, $"KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE == {KvmDirtyLogProtectFlags.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE} && KVM_DIRTY_LOG_INITIALLY_SET == {KvmDirtyLogProtectFlags.KVM_DIRTY_LOG_INITIALLY_SET}", "KVM_DIRTY_LOG_*");
+        Emit(c, ref count, $"KVM_DIRTY_LOG_PAGE_OFFSET == {KvmDirtyRingLayout.KVM_DIRTY_LOG_PAGE_OFFSET}", "KVM_DIRTY_LOG_PAGE_OFFSET");
         Emit(c, ref count, $"KVM_SYSTEM_EVENT_SHUTDOWN == {KvmSystemEventType.KVM_SYSTEM_EVENT_SHUTDOWN} && KVM_SYSTEM_EVENT_RESET == {KvmSystemEventType.KVM_SYSTEM_EVENT_RESET} && KVM_SYSTEM_EVENT_CRASH == {KvmSystemEventType.KVM_SYSTEM_EVENT_CRASH}", "KVM_SYSTEM_EVENT_*");
         return c.ToString();
     }
 
     private static void Emit(StringBuilder c, ref int count, string condition, string what)
     {
-        string? guard = GuardedNames.FirstOrDefault(condition.Contains);
+        string? guard = GuardedNames.Where(g => condition.Contains(g.Key)).Select(g => g.Value).FirstOrDefault();
         if (guard is not null) c.Append($"#ifdef {guard}\n");
         c.Append($"_Static_assert({condition}, \"KvmSharp: {what}\");\n");
         if (guard is not null) c.Append("#endif\n");
