@@ -34,11 +34,16 @@ public sealed unsafe class KvmVm : IDisposable
     }
 
     /// <summary>
-    /// KVM_SET_USER_MEMORY_REGION2 where the kernel has it (same semantics, no guest_memfd), else
-    /// KVM_SET_USER_MEMORY_REGION; returns 0 or -errno so callers can surface the kernel's verdict.
+    /// KVM_SET_USER_MEMORY_REGION2 where the kernel has it, else KVM_SET_USER_MEMORY_REGION; returns 0
+    /// or -errno so callers can surface the kernel's verdict. The verdicts are the old ioctl's: a flag
+    /// beyond LOG_DIRTY_PAGES|READONLY (KVM_MEM_GUEST_MEMFD, which needs REGION2's guest_memfd fields)
+    /// goes through the old ioctl, which refuses it up front, where REGION2 would first check overlaps
+    /// (EEXIST) and only then the missing guest_memfd (EINVAL).
     /// </summary>
     public int TrySetUserMemoryRegion(in kvm_userspace_memory_region region) =>
-        UsesMemoryRegion2 ? TrySetUserMemoryRegion2(region) : TrySetUserMemoryRegion1(region);
+        UsesMemoryRegion2 && (region.flags & ~LegacyMemoryFlags) == 0 ? TrySetUserMemoryRegion2(region) : TrySetUserMemoryRegion1(region);
+
+    private const uint LegacyMemoryFlags = KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES | KvmMemFlags.KVM_MEM_READONLY;
 
     /// <summary>The old KVM_SET_USER_MEMORY_REGION, whatever the kernel offers.</summary>
     public int TrySetUserMemoryRegion1(in kvm_userspace_memory_region region)

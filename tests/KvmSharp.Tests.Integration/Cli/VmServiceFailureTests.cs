@@ -24,7 +24,7 @@ public sealed class VmServiceFailureTests
     public async Task An_unexpected_exception_in_the_service_exits_70_never_0()
     {
         // Validation would refuse a directory as the serial file; bypassing it makes the service's own open fail
-        // (UnauthorizedAccessException, a type the service does not expect).
+        // (an IOException for EISDIR, which only the service's catch-all handles).
         string directory = Path.GetTempPath();
         var options = new ValidatedRunOptions(64UL << 20, 1, null, null, CpuMode.Long, "/dev/kvm", directory, false, []);
         var exitCode = new ExitCodeHolder();
@@ -41,7 +41,7 @@ public sealed class VmServiceFailureTests
         Assert.Contains(directory.TrimEnd('/'), error.Message);
         Assert.DoesNotContain('\n', error.Message);
         Assert.Null(error.Exception);
-        Assert.Contains(logger.Entries, e => e.Level == LogLevel.Debug && e.Exception is UnauthorizedAccessException);
+        Assert.Contains(logger.Entries, e => e.Level == LogLevel.Debug && e.Exception is IOException);
     }
 
     // Validation would refuse both; bypassed, the VMM's own checks refuse them before any VM exists,

@@ -43,4 +43,25 @@ public sealed class MemoryRegion2Tests
         Assert.Equal(0, region2Vm.TrySetUserMemoryRegion(requests[0]));
         Assert.Equal(-Errno.EEXIST, region2Vm.TrySetUserMemoryRegion2(requests[1]));
     }
+
+    // KVM_MEM_GUEST_MEMFD (bit 2) passes REGION2's early flag check (the guest_memfd is checked after the
+    // overlap check), so one request got EEXIST there and EINVAL from the old ioctl: the memslot
+    // differential found it. The everyday entry point keeps the old ioctl's verdict for such flags.
+    [KvmFact(Requires = KvmCap.KVM_CAP_USER_MEMORY2)]
+    public void A_guest_memfd_flag_gets_the_old_ioctls_verdict_through_the_everyday_entry_point()
+    {
+        using var system = KvmSystem.Open();
+        using var vm = system.CreateVm();
+        using var memory = GuestMemoryRegion.CreateAnonymous(16 * 4096, "region2-gmem");
+        ulong hva = memory.HostAddress;
+        const uint GuestMemfd = 1u << 2;
+        Assert.Equal(0, vm.TrySetUserMemoryRegion(new() { slot = 5, guest_phys_addr = 0x12000, memory_size = 3 * 4096, userspace_addr = hva }));
+        var overlapping = new kvm_userspace_memory_region { slot = 60, flags = GuestMemfd, guest_phys_addr = 0x11000, memory_size = 4 * 4096, userspace_addr = hva };
+        int viaRegion2 = vm.TrySetUserMemoryRegion2(overlapping);
+        int viaOld = vm.TrySetUserMemoryRegion1(overlapping);
+        Assert.Equal(-Errno.EINVAL, viaOld);
+        Assert.Equal(viaOld, vm.TrySetUserMemoryRegion(overlapping));
+        // Kernels with guest_memfd for ordinary VMs (6.18 here) check the overlap first through REGION2.
+        Assert.True(viaRegion2 is -Errno.EEXIST or -Errno.EINVAL, $"REGION2 said {viaRegion2}");
+    }
 }

@@ -108,7 +108,7 @@ public sealed class DifferentialMemslotTests(ITestOutputHelper output)
                 ? VariantOfExistingSlot(random, model.Current)
                 : RandomRequest(random, backing.HostAddress, limits);
             var verdict = model.TryApply(request);
-            int kernel = vm.TrySetUserMemoryRegion(request.ToKernel());
+            int kernel = vm.TrySetUserMemoryRegion1(request.ToKernel());
             int kernelErrno = kernel < 0 ? -kernel : 0;
             Assert.True(verdict.Errno == kernelErrno,
                 $"seed {seed} step {step}: {request}: model says {Errno.Name(verdict.Errno)} ({verdict.Kind}, {verdict.Reason}), kernel says {Errno.Name(kernelErrno)}");

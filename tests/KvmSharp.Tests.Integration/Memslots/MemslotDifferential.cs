@@ -220,7 +220,7 @@ public sealed class MemslotDifferential : IDisposable
             {
                 var request = MemslotRequest.Create((ushort)(first + i), FillGpa + ((ulong)i * Page), Page, HostBase);
                 var verdict = _table.TryApply(request);
-                int kernel = _reference.TrySetUserMemoryRegion(request.ToKernel());
+                int kernel = _reference.TrySetUserMemoryRegion1(request.ToKernel());
                 if (!verdict.Accepted || kernel != 0)
                     throw new DifferentialFailure($"fill slot {i}: KvmSharp {Errno.Name(verdict.Errno)} ({verdict.Reason}), kernel {Errno.Name(-kernel)}");
                 _expected[request.Slot] = verdict.New!.Value;
@@ -286,7 +286,7 @@ public sealed class MemslotDifferential : IDisposable
                 return;
             }
 
-            int kernel = _reference.TrySetUserMemoryRegion(request.ToKernel());
+            int kernel = _reference.TrySetUserMemoryRegion1(request.ToKernel());
             int kernelErrno = kernel < 0 ? -kernel : 0;
             var old = _expected.TryGetValue(request.Slot, out var existing) ? existing : (Memslot?)null;
             if (verdict.Errno != kernelErrno)
@@ -297,7 +297,7 @@ public sealed class MemslotDifferential : IDisposable
                     throw new DifferentialFailure($"{request}: KvmSharp says {Errno.Name(verdict.Errno)} ({verdict.Kind}, {verdict.Reason}), the kernel {Errno.Name(kernelErrno)}");
                 // The page-track rule (no MOVE while notifiers are registered): move the reference back.
                 var back = new MemslotRequest(old!.Value.PackedSlot, old.Value.Flags, old.Value.GuestPhysAddr, old.Value.Size, old.Value.HostAddress);
-                if (_reference.TrySetUserMemoryRegion(back.ToKernel()) != 0) throw new DifferentialFailure("could not move the reference slot back");
+                if (_reference.TrySetUserMemoryRegion1(back.ToKernel()) != 0) throw new DifferentialFailure("could not move the reference slot back");
                 ExpectUnchanged(kernelBefore, modelBefore, $"{request} refused for notifiers");
                 _d.Count("move-refused-for-notifiers");
                 return;
