@@ -67,6 +67,12 @@ public sealed unsafe class PageTracker : IMemslotObserver
         get { lock (_memslots.WriteLock) return _backend.CoarsenedSlots; }
     }
 
+    /// <summary>Kernel memslots in use, those tracking costs and the slots carved coarser, read together.</summary>
+    public (int KernelSlots, int TrackingKernelSlots, int CoarsenedSlots) KernelSlotUsage
+    {
+        get { lock (_memslots.WriteLock) return (_backend.KernelSlotCount, _backend.TrackingKernelSlots, _backend.CoarsenedSlots); }
+    }
+
     // ---- notifier registration -------------------------------------------------------------
 
     public void Register(IPageTrackNotifier notifier)

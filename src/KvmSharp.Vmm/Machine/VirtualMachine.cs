@@ -69,7 +69,7 @@ public sealed class VirtualMachine : IDisposable
         if (config.Linux is not null) AddPcLegacyDevices(vm, config);
         _supportedCpuid = system.GetSupportedCpuid();
         _tscDeadline = HasIrqchip && system.CheckExtension(KvmCap.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-        Metrics = new VmMetrics(CollectExitStatistics);
+        Metrics = new VmMetrics(CollectExitStatistics, memslots: MemslotUsage);
     }
 
     /// <summary>When the steps of creating and starting this VM ended (for --stats).</summary>
@@ -81,6 +81,13 @@ public sealed class VirtualMachine : IDisposable
     /// <summary>Sum the vCPUs' exit counters now (exact once they ended, approximate while they run).</summary>
     public ExitStatisticsReport CollectExitStatistics() =>
         ExitStatisticsReport.Aggregate(Volatile.Read(ref _startedVcpus).Select(v => v.Counters).ToList(), PortBus, MmioBus, ProcessStartTime.Utc);
+
+    /// <summary>The memslots in use now, and what page tracking takes of the kernel's budget.</summary>
+    public MemslotUsage MemslotUsage()
+    {
+        var (kernel, tracking, coarsened) = PageTracker.KernelSlotUsage;
+        return new(kernel - tracking, kernel, tracking, coarsened, Memslots.Limits.SlotsPerAddressSpace);
+    }
 
     /// <summary>COM1's ISA interrupt.</summary>
     public const uint SerialIrq = 4;

@@ -16,7 +16,8 @@ public sealed class VmMetrics : IDisposable
 
     /// <param name="collect">Aggregates the counters now (called on the listener's thread, never on a vCPU thread).</param>
     /// <param name="meterFactory">Where the meter comes from (dependency injection); a standalone meter without it.</param>
-    public VmMetrics(Func<ExitStatisticsReport> collect, IMeterFactory? meterFactory = null)
+    /// <param name="memslots">The VM's memslot usage now (user slots, kernel slots, what tracking takes); none when null.</param>
+    public VmMetrics(Func<ExitStatisticsReport> collect, IMeterFactory? meterFactory = null, Func<MemslotUsage>? memslots = null)
     {
         _collect = collect;
         _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
@@ -32,6 +33,13 @@ public sealed class VmMetrics : IDisposable
             unit: "s", description: "time the vCPUs spent inside KVM_RUN");
         _meter.CreateObservableGauge("kvmsharp.vm.start_to_first_run", StartToFirstRun,
             unit: "s", description: "process start to the first KVM_RUN");
+        if (memslots is not null)
+        {
+            _meter.CreateObservableGauge("kvmsharp.vm.memslots.kernel", () => memslots().KernelSlots,
+                unit: "{memslot}", description: "memslots handed to the kernel (user slots and page tracking's pieces)");
+            _meter.CreateObservableGauge("kvmsharp.vm.memslots.tracking", () => memslots().TrackingKernelSlots,
+                unit: "{memslot}", description: "kernel memslots page tracking's carving takes beyond the user's slots");
+        }
     }
 
     public Meter Meter => _meter;

@@ -53,7 +53,7 @@ public static class CapsCommand
         output.WriteLine($"vendor module:     {(facts.VendorModules.Count > 0 ? string.Join(", ", facts.VendorModules) : "unknown (none of kvm_intel, kvm_amd, kvm_pvm under /sys/module)")}");
         output.WriteLine($"smm:               {(facts.SmmSupported ? "yes" : "no")}");
         output.WriteLine($"address spaces:    {facts.AddressSpaces}{(facts.AddressSpaces > 1 ? " (as_id 1 = SMM)" : " (no SMM memslots)")}");
-        output.WriteLine($"memslots:          {facts.MemslotsPerAddressSpace} per address space");
+        output.WriteLine($"memslots:          {facts.MemslotsPerAddressSpace} per address space, shared by the user's slots and page tracking's read-only pieces (see --stats)");
         output.WriteLine($"guest kernel mode: {(facts.EmulatesGuestKernelMode ? "EMULATED" : "hardware")}");
         output.WriteLine("capabilities:");
         foreach (var (cap, why) in Explained)

@@ -159,6 +159,7 @@ public sealed class VmService(
     {
         var report = vm.CollectExitStatistics();
         Console.Error.Write(report.Format());
+        Console.Error.WriteLine(vm.MemslotUsage().Format());
         var earliest = vm.Vcpus.Select(v => v.Counters).Where(c => c.FirstRunTimestamp != 0).MinBy(c => c.FirstRunTimestamp);
         Console.Error.WriteLine(vm.Timeline.Format(ProcessStartTime.Utc, earliest?.FirstRunTimestamp ?? 0));
         if (earliest is not null) Console.Error.WriteLine($"process CPU time at the first KVM_RUN: {earliest.FirstRunProcessCpuTime.TotalMilliseconds:0.0} ms");

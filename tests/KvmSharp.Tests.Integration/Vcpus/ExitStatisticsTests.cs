@@ -87,4 +87,38 @@ public sealed class ExitStatisticsTests
         Assert.Equal(Writes + 1, seen["kvmsharp.vm.exits/KVM_EXIT_IO"]);
         Assert.Equal(VmMetrics.MeterName, vm.Metrics.Meter.Name);
     }
+
+    [KvmFact]
+    public void Memslot_usage_shows_what_tracking_takes_and_the_meter_agrees()
+    {
+        using var vm = RunPortWriter(out _);
+        var before = vm.MemslotUsage();
+        Assert.Equal((before.UserSlots, before.TrackingKernelSlots), (before.KernelSlots, 0));
+
+        // A gfn in the middle of RAM splits its slot into three kernel slots: two more than the user's.
+        ulong middle = (vm.Config.MemoryBytes / 2) >> 12;
+        vm.PageTracker.AddGfn(middle);
+        var tracked = vm.MemslotUsage();
+        Assert.Equal(before.UserSlots, tracked.UserSlots);
+        Assert.Equal(2, tracked.TrackingKernelSlots);
+        Assert.Equal(before.KernelSlots + 2, tracked.KernelSlots);
+        Assert.Contains("2 taken by page tracking", tracked.Format());
+
+        var gauges = new Dictionary<string, int>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter == vm.Metrics.Meter) l.EnableMeasurementEvents(instrument);
+            },
+        };
+        listener.SetMeasurementEventCallback<int>((instrument, value, _, _) => gauges[instrument.Name] = value);
+        listener.Start();
+        listener.RecordObservableInstruments();
+        Assert.Equal(tracked.KernelSlots, gauges["kvmsharp.vm.memslots.kernel"]);
+        Assert.Equal(2, gauges["kvmsharp.vm.memslots.tracking"]);
+
+        vm.PageTracker.RemoveGfn(middle);
+        Assert.Equal(before, vm.MemslotUsage());
+    }
 }
