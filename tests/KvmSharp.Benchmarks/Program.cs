@@ -16,6 +16,8 @@ const string Usage = """
       dirty MODE FILE [ROUNDS]                     MODE = bitmap|clear|ring: harvest time of a 4 GiB guest dirtying 1 % per round;
                                                    prints harvest_ns=X (median of ROUNDS, default 10)
       dirty-throughput MODE [SECONDS]              guest pages written per second while the host harvests back to back (default 3 s)
+      dirty-check                                  the exact-set dirty-log harvest checks of the integration tests in every
+                                                   mode this KVM offers (bitmap, manual-protect, ring, ring-full)
       smm-check                                    SMM memslots (as_id 1) and tracking in both address spaces on this KVM
       memslot-differential [STEPS [FILL_ONE_IN]]   the memslot differential of the integration tests (default 20000 steps,
                                                    no sequence starting near the id limit; FILL_ONE_IN=N: one in N does)
@@ -46,6 +48,7 @@ try
         ["dirty", var mode, var file, var rounds] => DirtyHarvestBench.Run(mode, file, ParseInt(rounds, "ROUNDS", 1)),
         ["dirty-throughput", var mode] => DirtyThroughputBench.Run(mode, 3),
         ["dirty-throughput", var mode, var seconds] => DirtyThroughputBench.Run(mode, ParseInt(seconds, "SECONDS", 1)),
+        ["dirty-check"] => DirtyLogCheck.Run(),
         ["smm-check"] => SmmCheck.Run(),
         ["memslot-differential", .. var rest] when rest.Length <= 2 => MemslotDifferentialCheck.Run(
             rest.Length > 0 ? ParseInt(rest[0], "STEPS", 1) : MemslotDifferentialCheck.DefaultSteps,
