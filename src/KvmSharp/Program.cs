@@ -72,6 +72,8 @@ public static class Program
             throw settings.WithOrigin(e);
         }
 
+        // The VM needs none of the host: it starts while the host is built.
+        var firstVm = FirstVmLaunch.Begin(validated);
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
             DisableDefaults = true,
@@ -86,6 +88,7 @@ public static class Program
 
         var exitCode = new ExitCodeHolder();
         builder.Services.AddSingleton(validated);
+        builder.Services.AddSingleton(firstVm);
         builder.Services.AddSingleton(exitCode);
         builder.Services.AddHostedService<VmService>();
         using var host = builder.Build();

@@ -21,6 +21,7 @@ namespace KvmSharp.Hosting;
 /// </summary>
 public sealed class VmService(
     ValidatedRunOptions options,
+    FirstVmLaunch firstVm,
     ExitCodeHolder exitCode,
     IHostApplicationLifetime lifetime,
     ILogger<VmService> logger) : BackgroundService
@@ -41,21 +42,30 @@ public sealed class VmService(
         using var signals = StopSignals.Register(StopCurrentVmGracefully, lifetime.StopApplication);
         try
         {
-            console = SerialOutput.Open(options.Serial);
-            console.Failed += OnConsoleOutputFailed;
+            firstVm.SetWarningLog(WarnFromVm);
+            var first = await firstVm.Ready;
+            console = first.Console;
+            if (first.Failure is not null)
+            {
+                first.Machine?.Dispose();
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first.Failure);
+            }
+            console!.Failed += OnConsoleOutputFailed;
             if (console.Failure is { } early) OnConsoleOutputFailed(early);
-            var capture = options.Expect is not null || options.Timeout is not null ? new ExpectSerialSink(options.Expect) : null;
-            ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
+            var capture = first.Capture;
+            var sink = first.Sink!;
             if (options.Kernel is not null) WarnIfGuestKernelModeIsEmulated();
             input = SerialInputPump.Start(QuitFromConsole, notice => logger.LogInformation("{Notice}", notice));
 
             var clock = Stopwatch.StartNew();
             VmOutcome outcome;
             int boots = 0;
+            var prepared = first;
             do
             {
                 if (boots++ > 0) logger.LogInformation("the guest rebooted: restarting it (--on-reboot restart)");
-                outcome = await RunOnce(sink, console, input, capture, clock, stoppingToken);
+                outcome = await RunOnce(prepared, sink, console, input, capture, clock, stoppingToken);
+                prepared = null;
             }
             while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested && !_quitFromConsole);
 
@@ -109,9 +119,13 @@ public sealed class VmService(
 
     private const int EpipeErrno = 32;
 
-    private async Task<VmOutcome> RunOnce(ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
+    private void WarnFromVm(string message) => logger.LogWarning("{Message}", message);
+
+    // The first boot takes over the VM made (and usually started) while the host was built; a reboot makes a new one.
+    private async Task<VmOutcome> RunOnce(FirstVm? prepared, ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
     {
-        using var vm = VirtualMachine.Create(BuildConfig(sink));
+        using var vm = prepared?.Machine ?? VirtualMachine.Create(BuildConfig(options, sink, WarnFromVm));
+        bool started = prepared?.Started ?? false;
         WriteAuditTracker? audit = null;
         if (options.Track.Count > 0)
         {
@@ -134,7 +148,7 @@ public sealed class VmService(
             var watcher = Task.CompletedTask;
             try
             {
-                vm.Start();
+                if (!started) vm.Start();
                 watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
                 outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
             }
@@ -191,7 +205,7 @@ public sealed class VmService(
     private static readonly TimeSpan GuestShutdownGrace = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan ConsoleDrainTimeout = TimeSpan.FromMilliseconds(250);
 
-    private VmConfig BuildConfig(ISerialSink sink)
+    internal static VmConfig BuildConfig(ValidatedRunOptions options, ISerialSink sink, Action<string> warn)
     {
         GuestImage? image = null;
         LinuxBootConfig? linux = null;
@@ -212,7 +226,7 @@ public sealed class VmService(
             SerialSink = sink,
             KvmPath = options.KvmDevice,
             MemfdBacking = options.Memfd,
-            Log = message => logger.LogWarning("{Message}", message),
+            Log = warn,
         };
     }
 
