@@ -6,10 +6,10 @@ using KvmSharp.Vmm.Machine;
 namespace KvmSharp.Hosting;
 
 /// <summary>
-/// The first VM's console and machine, made (and, without --track, started) on their own thread as soon as the
-/// options are valid. Neither needs the host, whose build (DI container, logging) is most of the start-up
-/// under NativeAOT: so the guest runs while the host is still being built. <see cref="VmService"/> takes them
-/// over; a failure is kept and raised there, where a run's failures are reported.
+/// The first VM's console and machine, made on their own thread as soon as the options are valid, while the host
+/// is built: neither needs the host, whose build (DI container, logging) is most of the start-up under NativeAOT.
+/// The VM is not started here: <see cref="VmService"/> takes it over and starts it once the terminal, signals and
+/// log are set up, as before. A failure is kept and raised there, where a run's failures are reported.
 /// </summary>
 public sealed class FirstVmLaunch
 {
@@ -67,22 +67,11 @@ public sealed class FirstVmLaunch
             capture = options.Expect is not null || options.Timeout is not null ? new ExpectSerialSink(options.Expect) : null;
             ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
             var vm = VirtualMachine.Create(VmService.BuildConfig(options, sink, Warn));
-            // A write audit must be attached before the guest runs: the service starts that VM itself.
-            bool started = options.Track.Count == 0;
-            try
-            {
-                if (started) vm.Start();
-            }
-            catch
-            {
-                vm.Dispose();
-                throw;
-            }
-            return new FirstVm(console, capture, sink, vm, started, null);
+            return new FirstVm(console, capture, sink, vm, null);
         }
         catch (Exception e)
         {
-            return new FirstVm(console, capture, null, null, false, e);
+            return new FirstVm(console, capture, null, null, e);
         }
     }
 }

@@ -121,11 +121,10 @@ public sealed class VmService(
 
     private void WarnFromVm(string message) => logger.LogWarning("{Message}", message);
 
-    // The first boot takes over the VM made (and usually started) while the host was built; a reboot makes a new one.
+    // The first boot takes over the VM made while the host was built; a reboot makes a new one.
     private async Task<VmOutcome> RunOnce(FirstVm? prepared, ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
     {
         using var vm = prepared?.Machine ?? VirtualMachine.Create(BuildConfig(options, sink, WarnFromVm));
-        bool started = prepared?.Started ?? false;
         WriteAuditTracker? audit = null;
         if (options.Track.Count > 0)
         {
@@ -148,7 +147,7 @@ public sealed class VmService(
             var watcher = Task.CompletedTask;
             try
             {
-                if (!started) vm.Start();
+                vm.Start();
                 watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
                 outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
             }
