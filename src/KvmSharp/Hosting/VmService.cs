@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using KvmSharp.Cli;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Kvm;
@@ -39,17 +40,15 @@ public sealed class VmService(
         await Task.Yield();
         StreamSerialSink? console = null;
         SerialInputPump? input = null;
+        FirstVm? prepared = null;
         using var signals = StopSignals.Register(StopCurrentVmGracefully, lifetime.StopApplication);
         try
         {
             firstVm.SetWarningLog(WarnFromVm);
             var first = await firstVm.Ready;
             console = first.Console;
-            if (first.Failure is not null)
-            {
-                first.Machine?.Dispose();
-                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first.Failure);
-            }
+            if (first.Failure is not null) ExceptionDispatchInfo.Throw(first.Failure);
+            prepared = first;
             console!.Failed += OnConsoleOutputFailed;
             if (console.Failure is { } early) OnConsoleOutputFailed(early);
             var capture = first.Capture;
@@ -60,12 +59,12 @@ public sealed class VmService(
             var clock = Stopwatch.StartNew();
             VmOutcome outcome;
             int boots = 0;
-            var prepared = first;
             do
             {
                 if (boots++ > 0) logger.LogInformation("the guest rebooted: restarting it (--on-reboot restart)");
-                outcome = await RunOnce(prepared, sink, console, input, capture, clock, stoppingToken);
-                prepared = null;
+                var firstBoot = prepared;
+                prepared = null; // RunOnce owns it now
+                outcome = await RunOnce(firstBoot, sink, console, input, capture, clock, stoppingToken);
             }
             while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested && !_quitFromConsole);
 
@@ -91,6 +90,7 @@ public sealed class VmService(
         }
         finally
         {
+            prepared?.Machine?.Dispose(); // made while the host was built, never run
             input?.Dispose(); // restores the terminal
             console?.Dispose();
             if (console?.DroppedBytes is > 0 and var dropped)
