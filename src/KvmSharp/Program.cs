@@ -85,6 +85,7 @@ public static class Program
         builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
         builder.Services.AddSystemd();
+        PrecompiledHostServices.Add(builder.Services);
 
         var exitCode = new ExitCodeHolder();
         builder.Services.AddSingleton(validated);
