@@ -72,7 +72,7 @@ public static class Program
             throw settings.WithOrigin(e);
         }
 
-        // The VM needs none of the host: it starts while the host is built.
+        // The VM needs none of the host: it is made while the host is built (VmService starts it).
         var firstVm = FirstVmLaunch.Begin(validated);
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
