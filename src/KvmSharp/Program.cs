@@ -72,6 +72,8 @@ public static class Program
             throw settings.WithOrigin(e);
         }
 
+        // The VM needs none of the host: it is made while the host is built (VmService starts it).
+        var firstVm = FirstVmLaunch.Begin(validated);
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
             DisableDefaults = true,
@@ -83,9 +85,11 @@ public static class Program
         builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
         builder.Services.AddSystemd();
+        PrecompiledHostServices.Add(builder.Services);
 
         var exitCode = new ExitCodeHolder();
         builder.Services.AddSingleton(validated);
+        builder.Services.AddSingleton(firstVm);
         builder.Services.AddSingleton(exitCode);
         builder.Services.AddHostedService<VmService>();
         using var host = builder.Build();

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using KvmSharp.Cli;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Kvm;
@@ -21,6 +22,7 @@ namespace KvmSharp.Hosting;
 /// </summary>
 public sealed class VmService(
     ValidatedRunOptions options,
+    FirstVmLaunch firstVm,
     ExitCodeHolder exitCode,
     IHostApplicationLifetime lifetime,
     ILogger<VmService> logger) : BackgroundService
@@ -38,14 +40,19 @@ public sealed class VmService(
         await Task.Yield();
         StreamSerialSink? console = null;
         SerialInputPump? input = null;
+        FirstVm? prepared = null;
         using var signals = StopSignals.Register(StopCurrentVmGracefully, lifetime.StopApplication);
         try
         {
-            console = SerialOutput.Open(options.Serial);
-            console.Failed += OnConsoleOutputFailed;
+            firstVm.SetWarningLog(WarnFromVm);
+            var first = await firstVm.Ready;
+            console = first.Console;
+            if (first.Failure is not null) ExceptionDispatchInfo.Throw(first.Failure);
+            prepared = first;
+            console!.Failed += OnConsoleOutputFailed;
             if (console.Failure is { } early) OnConsoleOutputFailed(early);
-            var capture = options.Expect is not null || options.Timeout is not null ? new ExpectSerialSink(options.Expect) : null;
-            ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
+            var capture = first.Capture;
+            var sink = first.Sink!;
             if (options.Kernel is not null) WarnIfGuestKernelModeIsEmulated();
             input = SerialInputPump.Start(QuitFromConsole, notice => logger.LogInformation("{Notice}", notice));
 
@@ -55,7 +62,9 @@ public sealed class VmService(
             do
             {
                 if (boots++ > 0) logger.LogInformation("the guest rebooted: restarting it (--on-reboot restart)");
-                outcome = await RunOnce(sink, console, input, capture, clock, stoppingToken);
+                var firstBoot = prepared;
+                prepared = null; // RunOnce owns it now
+                outcome = await RunOnce(firstBoot, sink, console, input, capture, clock, stoppingToken);
             }
             while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested && !_quitFromConsole);
 
@@ -81,6 +90,7 @@ public sealed class VmService(
         }
         finally
         {
+            prepared?.Machine?.Dispose(); // made while the host was built, never run
             input?.Dispose(); // restores the terminal
             console?.Dispose();
             if (console?.DroppedBytes is > 0 and var dropped)
@@ -109,9 +119,12 @@ public sealed class VmService(
 
     private const int EpipeErrno = 32;
 
-    private async Task<VmOutcome> RunOnce(ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
+    private void WarnFromVm(string message) => logger.LogWarning("{Message}", message);
+
+    // The first boot takes over the VM made while the host was built; a reboot makes a new one.
+    private async Task<VmOutcome> RunOnce(FirstVm? prepared, ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
     {
-        using var vm = VirtualMachine.Create(BuildConfig(sink));
+        using var vm = prepared?.Machine ?? VirtualMachine.Create(BuildConfig(options, sink, WarnFromVm));
         WriteAuditTracker? audit = null;
         if (options.Track.Count > 0)
         {
@@ -192,7 +205,7 @@ public sealed class VmService(
     private static readonly TimeSpan GuestShutdownGrace = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan ConsoleDrainTimeout = TimeSpan.FromMilliseconds(250);
 
-    private VmConfig BuildConfig(ISerialSink sink)
+    internal static VmConfig BuildConfig(ValidatedRunOptions options, ISerialSink sink, Action<string> warn)
     {
         GuestImage? image = null;
         LinuxBootConfig? linux = null;
@@ -213,7 +226,7 @@ public sealed class VmService(
             SerialSink = sink,
             KvmPath = options.KvmDevice,
             MemfdBacking = options.Memfd,
-            Log = message => logger.LogWarning("{Message}", message),
+            Log = warn,
         };
     }
 

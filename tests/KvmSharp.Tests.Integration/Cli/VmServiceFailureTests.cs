@@ -30,7 +30,7 @@ public sealed class VmServiceFailureTests
         var exitCode = new ExitCodeHolder();
         var lifetime = new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance);
         var logger = new RecordingLogger();
-        using var service = new VmService(options, exitCode, lifetime, logger);
+        using var service = new VmService(options, FirstVmLaunch.Begin(options), exitCode, lifetime, logger);
 
         await service.StartAsync(CancellationToken.None);
         await service.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(30));
@@ -67,7 +67,7 @@ public sealed class VmServiceFailureTests
             var exitCode = new ExitCodeHolder();
             var lifetime = new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance);
             var logger = new RecordingLogger();
-            using var service = new VmService(options, exitCode, lifetime, logger);
+            using var service = new VmService(options, FirstVmLaunch.Begin(options), exitCode, lifetime, logger);
 
             await service.StartAsync(CancellationToken.None);
             await service.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(30));
