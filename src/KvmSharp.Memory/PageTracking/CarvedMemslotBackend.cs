@@ -25,7 +25,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     private readonly HashSet<uint> _carved = new();
     private readonly HashSet<uint> _coarse = new();
     private readonly Dictionary<uint, uint> _pieceOwner = new();
-    private readonly Dictionary<ushort, SortedSet<ushort>> _freeIds = new();
+    private readonly Dictionary<ushort, FreeSlotIds> _freeIds = new();
     private ImmutableDictionary<uint, ulong[]> _softDirty = ImmutableDictionary<uint, ulong[]>.Empty;
 
     public CarvedMemslotBackend(IMemslotBackend kernel, MemslotLimits limits)
@@ -255,7 +255,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         var removed = current.Where(old => !kept.Contains(old)).ToList();
         // Ids of removed pieces are reused first (in address order), then free ones from the top.
         var reusable = new Queue<ushort>(removed.Select(p => p.KernelId).Where(id => id != user.Id));
-        var free = FreeIds(user.AddressSpace).Reverse().GetEnumerator();
+        var free = FreeIds(user.AddressSpace).Descending().GetEnumerator();
         var assigned = new List<KernelSlotPiece>(desired.Count);
         var created = new List<KernelSlotPiece>();
         for (int w = 0; w < desired.Count; w++)
@@ -328,11 +328,11 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         }
     }
 
-    private SortedSet<ushort> FreeIds(ushort addressSpace)
+    private FreeSlotIds FreeIds(ushort addressSpace)
     {
         if (!_freeIds.TryGetValue(addressSpace, out var free))
         {
-            free = new SortedSet<ushort>(Enumerable.Range(0, _limits.SlotsPerAddressSpace).Select(id => (ushort)id));
+            free = new FreeSlotIds(_limits.SlotsPerAddressSpace);
             _freeIds[addressSpace] = free;
         }
         return free;
