@@ -42,6 +42,30 @@ public sealed class StructLayoutTests
         File.Delete(path);
     }
 
+    // The names only newer headers define are proven against one (Debian's backported linux-libc-dev,
+    // fetched by scripts/kvm-headers/fetch-newer-kvm-headers.sh); the guards must all be defined there,
+    // so none of their assertions is skipped by the preprocessor.
+    [NewerKvmHeadersFact]
+    public void Generated_static_asserts_compile_against_a_newer_kvm_header_with_every_guarded_name()
+    {
+        string gcc = GccFactAttribute.Gcc ?? throw new InvalidOperationException("gcc is not on PATH");
+        var includes = NewerKvmHeadersFactAttribute.IncludeArguments;
+
+        var source = new StringBuilder();
+        foreach (string guard in GuardedNames.Values.Distinct())
+            source.Append($"#include <linux/kvm.h>\n#ifndef {guard}\n#error \"the newer header does not define {guard}\"\n#endif\n");
+        source.Append(GenerateAssertions(out int assertionCount));
+        string path = Path.Combine(Path.GetTempPath(), $"kvmsharp-layout-newer-{Environment.ProcessId}.c");
+        File.WriteAllText(path, source.ToString());
+
+        using var process = Process.Start(new ProcessStartInfo(gcc, ["-std=c11", "-fsyntax-only", "-Werror", .. includes, path]) { RedirectStandardError = true })!;
+        string errors = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        Assert.True(process.ExitCode == 0, $"layout mismatch against the newer <linux/kvm.h> ({string.Join(' ', includes)}; see {path}):\n{errors}");
+        Assert.True(assertionCount > 150);
+        File.Delete(path);
+    }
+
     [GccFact]
     public void A_wrong_layout_is_caught_by_the_generator()
     {
