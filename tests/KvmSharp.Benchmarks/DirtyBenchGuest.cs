@@ -1,4 +1,5 @@
 using Iced.Intel;
+using KvmSharp.Tests.Integration.DirtyLog;
 using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Memory;
 using static Iced.Intel.AssemblerRegisters;
@@ -30,11 +31,9 @@ public static class DirtyBenchGuest
     public const int PagesPerRound = 10480;
     /// <summary>The pages written plus the round counter's page.</summary>
     public const int DirtyPagesPerRound = PagesPerRound + 1;
-    public const ulong GdtPointer = 0x5F0;
+    public const ulong GdtPointer = UserModeEntry.GdtPointer;
     public const ulong HighPdAddress = 0xF000;
     public const ulong UserStack = 0x1F_0000;
-    private const ushort UserDataSelector = 0x30 | 3, UserCodeSelector = 0x38 | 3;
-    private const ulong UserData64Descriptor = 0x00CFF3000000FFFF, UserCode64Descriptor = 0x00AFFB000000FFFF;
     private const ulong Accessed = 1UL << 5, Dirty = 1UL << 6;
 
     public static byte[] Assemble()
@@ -44,16 +43,9 @@ public static class DirtyBenchGuest
         var round = a.CreateLabel();
         var write = a.CreateLabel();
         var low = a.CreateLabel();
-        a.mov(rax, GdtPointer);
-        a.lgdt(__[rax]);
-        a.push(UserDataSelector);
-        a.mov(rax, UserStack);
-        a.push(rax);
-        a.push(0x0002); // IF clear
-        a.push(UserCodeSelector);
-        a.lea(rax, __[user]);
-        a.push(rax);
-        a.iretq();
+        UserModeEntry.LoadGdt(a);
+        a.mov(rcx, UserStack);
+        UserModeEntry.EnterUserMode(a, user, rcx);
 
         a.Label(ref user);
         a.mov(rbp, SignalAddress);
@@ -93,29 +85,14 @@ public static class DirtyBenchGuest
     /// <summary>What dirty_harvest.c does too, on top of LongModeSetup's tables: user segments, U/A/D bits, the 4-5 GiB directory.</summary>
     public static void PrepareUserMode(GuestPhysicalMemory memory)
     {
-        memory.WriteUInt64(LongModeSetup.GdtAddress + 0x30, UserData64Descriptor);
-        memory.WriteUInt64(LongModeSetup.GdtAddress + 0x38, UserCode64Descriptor);
-        Span<byte> pointer = stackalloc byte[10];
-        BitConverter.TryWriteBytes(pointer, (ushort)(8 * 8 - 1));
-        BitConverter.TryWriteBytes(pointer[2..], LongModeSetup.GdtAddress);
-        memory.Write(GdtPointer, pointer);
+        UserModeEntry.WriteSegments(memory);
         for (int i = 0; i < 512; i++)
             memory.WriteUInt64(HighPdAddress + (ulong)i * 8, (HighRamBase + ((ulong)i << 21)) | X86.PTE_PRESENT | X86.PTE_WRITE | X86.PTE_LARGE);
         memory.WriteUInt64(LongModeSetup.PdptAddress + 4 * 8, HighPdAddress | X86.PTE_PRESENT | X86.PTE_WRITE);
-        AddBits(memory, LongModeSetup.Pml4Address, 1);
-        AddBits(memory, LongModeSetup.PdptAddress, 5);
-        AddBits(memory, LongModeSetup.PdAddress, 4 * 512);
-        AddBits(memory, HighPdAddress, 512);
-    }
-
-    private static void AddBits(GuestPhysicalMemory memory, ulong table, int entries)
-    {
-        for (int i = 0; i < entries; i++)
-        {
-            ulong address = table + (ulong)i * 8;
-            ulong entry = memory.ReadUInt64(address);
-            ulong bits = X86.PTE_USER | Accessed | ((entry & X86.PTE_LARGE) != 0 ? Dirty : 0);
-            memory.WriteUInt64(address, entry | bits);
-        }
+        const ulong userAccessed = X86.PTE_USER | Accessed;
+        UserModeEntry.AddBits(memory, LongModeSetup.Pml4Address, 1, userAccessed, Dirty);
+        UserModeEntry.AddBits(memory, LongModeSetup.PdptAddress, 5, userAccessed, Dirty);
+        UserModeEntry.AddBits(memory, LongModeSetup.PdAddress, 4 * 512, userAccessed, Dirty);
+        UserModeEntry.AddBits(memory, HighPdAddress, 512, userAccessed, Dirty);
     }
 }

@@ -24,9 +24,6 @@ internal static class DirtyWriterGuest
     public const ulong GateAddress = 0xD000_0000;
     public const byte Finished = 0xFF;
     private const ulong UserStackBase = 0x300000;
-    private const ulong GdtPointer = 0x5F0;
-    private const ushort UserDataSelector = 0x30 | 3, UserCodeSelector = 0x38 | 3;
-    private const ulong UserData64Descriptor = 0x00CFF3000000FFFF, UserCode64Descriptor = 0x00AFFB000000FFFF;
 
     public static GuestImage Image => TestGuest.LongMode(a =>
     {
@@ -36,19 +33,12 @@ internal static class DirtyWriterGuest
         var signal = a.CreateLabel();
         var done = a.CreateLabel();
         // CPL0: the GDT with user segments, then iretq to CPL3 on a per-vCPU stack (rsi = vCPU id).
-        a.mov(rax, GdtPointer);
-        a.lgdt(__[rax]);
+        UserModeEntry.LoadGdt(a);
         a.mov(rcx, rsi);
         a.shl(rcx, 12);
         a.mov(rax, UserStackBase + 0xFF0);
         a.add(rcx, rax);
-        a.push(UserDataSelector);
-        a.push(rcx);
-        a.push(0x0002); // IF clear
-        a.push(UserCodeSelector);
-        a.lea(rax, __[user]);
-        a.push(rax);
-        a.iretq();
+        UserModeEntry.EnterUserMode(a, user, rcx);
 
         a.Label(ref user);
         a.mov(rbp, GateAddress);
@@ -83,24 +73,10 @@ internal static class DirtyWriterGuest
     /// <summary>User segments after the VM's GDT and the U bit on the identity map, so the guest can run at CPL3.</summary>
     public static void PrepareUserMode(GuestPhysicalMemory memory)
     {
-        memory.WriteUInt64(LongModeSetup.GdtAddress + 0x30, UserData64Descriptor);
-        memory.WriteUInt64(LongModeSetup.GdtAddress + 0x38, UserCode64Descriptor);
-        Span<byte> pointer = stackalloc byte[10];
-        BitConverter.TryWriteBytes(pointer, (ushort)(8 * 8 - 1));
-        BitConverter.TryWriteBytes(pointer[2..], LongModeSetup.GdtAddress);
-        memory.Write(GdtPointer, pointer);
-        AddUserBit(memory, LongModeSetup.Pml4Address, 1);
-        AddUserBit(memory, LongModeSetup.PdptAddress, 4);
-        AddUserBit(memory, LongModeSetup.PdAddress, 4 * 512);
-    }
-
-    private static void AddUserBit(GuestPhysicalMemory memory, ulong table, int entries)
-    {
-        for (int i = 0; i < entries; i++)
-        {
-            ulong address = table + (ulong)i * 8;
-            memory.WriteUInt64(address, memory.ReadUInt64(address) | X86.PTE_USER);
-        }
+        UserModeEntry.WriteSegments(memory);
+        UserModeEntry.AddBits(memory, LongModeSetup.Pml4Address, 1, X86.PTE_USER);
+        UserModeEntry.AddBits(memory, LongModeSetup.PdptAddress, 4, X86.PTE_USER);
+        UserModeEntry.AddBits(memory, LongModeSetup.PdAddress, 4 * 512, X86.PTE_USER);
     }
 
     public static void Post(GuestPhysicalMemory memory, int vcpu, IReadOnlyList<ulong> gpas)
