@@ -91,7 +91,7 @@ public sealed class DescriptorChain
     /// <paramref name="offset"/>. False when the stream is shorter or guest memory refuses the read.
     /// </summary>
     public bool TryReadReadable(IGuestMemory memory, ulong offset, Span<byte> destination)
-        => TryCopy(memory, Readable, offset, destination, default, write: false);
+        => TryCopySegments(memory, Readable, offset, destination, default, write: false);
 
     /// <summary>
     /// Copy <paramref name="source"/> into the writable buffers, seen as one byte stream, at <paramref name="offset"/>.
@@ -99,9 +99,10 @@ public sealed class DescriptorChain
     /// failing buffer is written.
     /// </summary>
     public bool TryWriteWritable(IGuestMemory memory, ulong offset, ReadOnlySpan<byte> source)
-        => TryCopy(memory, Writable, offset, default, source, write: true);
+        => TryCopySegments(memory, Writable, offset, default, source, write: true);
 
-    private static bool TryCopy(IGuestMemory memory, ReadOnlySpan<VirtqueueSegment> segments, ulong offset, Span<byte> destination, ReadOnlySpan<byte> source, bool write)
+    /// <summary>Copy between guest memory and a span, with <paramref name="segments"/> seen as one byte stream from <paramref name="offset"/>.</summary>
+    internal static bool TryCopySegments(IGuestMemory memory, ReadOnlySpan<VirtqueueSegment> segments, ulong offset, Span<byte> destination, ReadOnlySpan<byte> source, bool write)
     {
         int remaining = write ? source.Length : destination.Length;
         int done = 0;
