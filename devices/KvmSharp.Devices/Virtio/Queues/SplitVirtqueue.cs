@@ -343,6 +343,11 @@ public sealed class SplitVirtqueue
             return Fail(VirtqueueErrorKind.AddressOverflow, $"indirect table of chain {head} at 0x{table.addr:x}+{table.len} wraps");
         }
 
+        if (!IsInMemory(_memory, new GuestAddress(table.addr), table.len))
+        {
+            return Fail(VirtqueueErrorKind.OutsideGuestMemory, $"indirect table of chain {head} at 0x{table.addr:x}+{table.len} is outside guest RAM");
+        }
+
         ushort entry = 0;
         while (true)
         {
@@ -393,7 +398,13 @@ public sealed class SplitVirtqueue
             return false;
         }
 
-        if (descriptor.len != 0 && !IsInMemory(_memory, address, descriptor.len))
+        if (descriptor.len == 0)
+        {
+            // Carries nothing; left out so a device never sees its (unchecked) address.
+            return true;
+        }
+
+        if (!IsInMemory(_memory, address, descriptor.len))
         {
             Fail(VirtqueueErrorKind.OutsideGuestMemory, $"{where} {index} of chain {head}: buffer 0x{descriptor.addr:x}+{descriptor.len} is outside guest RAM");
             return false;
