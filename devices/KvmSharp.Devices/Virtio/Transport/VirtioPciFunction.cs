@@ -128,6 +128,21 @@ public sealed class VirtioPciFunction : PciFunction
     /// <summary>The device status as the driver reads it.</summary>
     public VirtioDeviceStatus DeviceStatus => _common.DeviceStatus;
 
+    /// <summary>The features offered to the driver: the device's, less transport features KvmSharp lacks, plus VERSION_1.</summary>
+    public ulong OfferedFeatures => _common.OfferedFeatures;
+
+    /// <summary>The features the driver accepted (binding once FEATURES_OK is set).</summary>
+    public ulong DriverFeatures
+    {
+        get
+        {
+            lock (_stateLock)
+            {
+                return _common.DriverFeatures;
+            }
+        }
+    }
+
     /// <summary>Whether the device is activated (DRIVER_OK accepted, no reset since).</summary>
     public bool IsActive => Volatile.Read(ref _session) is not null;
 
