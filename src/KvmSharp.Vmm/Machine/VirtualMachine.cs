@@ -61,7 +61,7 @@ public sealed class VirtualMachine : IDisposable
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
         Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker), DirtyRingFull = DirtyLog.OnDirtyRingFull };
-        HasIrqchip = config.Linux is not null;
+        HasIrqchip = config.UsesIrqchip;
         Serial = new Serial16550(config.SerialSink, HasIrqchip ? new KvmIrqLine(vm, SerialIrq) : null);
         DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
         PortBus.Register(config.SerialPort, Serial16550.RegisterBlockLength, Serial, "serial0 (16550A)");
@@ -142,7 +142,7 @@ public sealed class VirtualMachine : IDisposable
             vm = system.CreateVm();
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_TSS_ADDR) > 0) vm.SetTssAddress(TssAddress);
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) vm.SetIdentityMapAddress(IdentityMapAddress);
-            if (config.Linux is not null)
+            if (config.UsesIrqchip)
             {
                 // Linux wants the PC's interrupt controllers and timer; KVM emulates them in the kernel.
                 vm.CreateIrqchip();

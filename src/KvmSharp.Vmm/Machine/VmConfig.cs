@@ -16,6 +16,15 @@ public sealed record VmConfig
 
     /// <summary>A Linux kernel to boot through the 64-bit boot protocol, with irqchip, PIT and legacy devices.</summary>
     public Boot.Linux.LinuxBootConfig? Linux { get; init; }
+    /// <summary>
+    /// Create KVM's in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT. Null (the default): for Linux
+    /// guests only. Flat images that take interrupts (MSI, IOAPIC) set it.
+    /// </summary>
+    public bool? Irqchip { get; init; }
+
+    /// <summary>Whether this configuration gets the in-kernel irqchip.</summary>
+    public bool UsesIrqchip => Irqchip ?? Linux is not null;
+
     public required ISerialSink SerialSink { get; init; }
     public string KvmPath { get; init; } = Kvm.KvmSystem.DefaultPath;
     public ushort SerialPort { get; init; } = 0x3F8;
