@@ -39,6 +39,12 @@ public sealed record VmConfig
     /// <summary>Dirty logging: the mode (default ManualProtect where the kernel offers it, else Bitmap; Ring on request) and ring size.</summary>
     public KvmSharp.Memory.DirtyLog.DirtyLogOptions DirtyLog { get; init; } = new();
 
+    /// <summary>Devices attached after the standard ones (serial, debug-exit, the PC's legacy devices), in order.</summary>
+    public IReadOnlyList<DeviceAttachment> Devices { get; init; } = [];
+
+    /// <summary>Where devices and the event loop log (ILogger&lt;T&gt;); none when null.</summary>
+    public Microsoft.Extensions.Logging.ILoggerFactory? LoggerFactory { get; init; }
+
     /// <summary>Where the VM reports events worth a log line (notifier faults).</summary>
     public Action<string>? Log { get; init; }
 
