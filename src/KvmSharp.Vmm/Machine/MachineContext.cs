@@ -2,6 +2,7 @@ using KvmSharp.Devices.Bus;
 using KvmSharp.Devices.Events;
 using KvmSharp.Devices.Interrupts;
 using KvmSharp.Devices.Memory;
+using KvmSharp.Devices.Pci;
 using KvmSharp.Kvm;
 using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Devices;
@@ -49,6 +50,9 @@ public sealed class MachineContext
 
     /// <summary>The PCI root an attach step put on the machine, described to the guest in ACPI (MCFG, DSDT root bridge).</summary>
     public AcpiPciRoot? PciRoot { get; set; }
+
+    /// <summary>PCI bus 0, once <see cref="PciAttachments.Root"/> attached it.</summary>
+    public PciRootBus? PciBus { get; set; }
 
     /// <summary>The VM's I/O thread ("vm-io"), started on first use and stopped when the VM is disposed.</summary>
     public IEventLoop EventLoop => _eventLoop ??= new EpollEventLoop(LoggerFactory.CreateLogger<EpollEventLoop>(), "vm-io");

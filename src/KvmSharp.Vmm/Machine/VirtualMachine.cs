@@ -63,7 +63,7 @@ public sealed class VirtualMachine : IDisposable
         MmioBus = new DeviceBus("mmio");
         Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker), DirtyRingFull = DirtyLog.OnDirtyRingFull };
         HasIrqchip = config.UsesIrqchip;
-        Devices = new MachineContext(this, config.LoggerFactory ?? NullLoggerFactory.Instance);
+        Devices = new MachineContext(this, config.LoggerFactory ?? (config.Log is { } log ? new ForwardingLoggerFactory(log) : NullLoggerFactory.Instance));
         try
         {
             MachineBuilder.For(config).AttachAll(Devices);
