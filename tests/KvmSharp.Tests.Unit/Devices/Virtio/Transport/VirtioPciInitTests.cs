@@ -113,6 +113,25 @@ public sealed class VirtioPciInitTests
     }
 
     [Fact]
+    public void A_host_refusing_doorbells_with_an_error_leaves_kicks_on_the_mmio_path()
+    {
+        var pci = new PciRig();
+        var device = new FakeVirtioDevice();
+        var loop = new FakeEventLoop();
+        var registrar = new ThrowingNotifyRegistrar();
+        var function = new VirtioPciFunction(device, new FakeMsiController(), new NoGuestMemory(), loop, registrar);
+        int slot = pci.Root.Attach(function).Device;
+
+        pci.EnableMemory(slot); // maps the BAR: every registration throws, none escapes
+
+        Assert.Equal(2, registrar.Attempts);
+        Assert.Equal(0, function.RegisteredDoorbells);
+        Assert.NotNull(function.BarMappedAddress(0));
+        pci.Mmio.Write16(function.BarMappedAddress(0)!.Value + function.Layout.NotifyOffset, 0);
+        Assert.Equal(1, loop.Pending);
+    }
+
+    [Fact]
     public void Queue_and_config_interrupts_go_to_the_vectors_the_driver_chose()
     {
         var rig = new VirtioPciRig();
