@@ -273,6 +273,32 @@ public sealed class VirtioPciInitTests
     }
 
     [Fact]
+    public void The_needs_reset_reason_is_logged_as_a_warning_naming_the_function()
+    {
+        var logger = new CapturingLogger<VirtioPciFunction>();
+        var rig = new VirtioPciRig(logger: logger, name: "vda");
+        new LinuxVirtioPciDriver(rig).InitializeToDriverOk();
+
+        rig.Device.Activations[^1].Transport.MarkNeedsReset("used ring at 0x1000 is read-only");
+
+        var (level, message) = Assert.Single(logger.Lines, line => line.Message.Contains("needs reset", StringComparison.Ordinal));
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, level);
+        Assert.Contains("vda", message);
+        Assert.Contains("used ring at 0x1000 is read-only", message);
+    }
+
+    [Fact]
+    public void Disposing_the_root_bus_disposes_its_functions()
+    {
+        var rig = new VirtioPciRig();
+        new LinuxVirtioPciDriver(rig).InitializeToDriverOk();
+        rig.Pci.Root.Dispose();
+        Assert.True(rig.Device.Disposed);
+        Assert.Empty(rig.Registrar.Active);
+        Assert.Equal(0xffff_ffffu, rig.Pci.EcamRead32(rig.Slot, 0));
+    }
+
+    [Fact]
     public void A_device_failing_to_activate_is_marked_as_needing_reset_instead_of_crashing()
     {
         var device = new FakeVirtioDevice { ThrowOnActivate = new InvalidOperationException("ring outside RAM") };
