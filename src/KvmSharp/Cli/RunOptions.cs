@@ -84,6 +84,7 @@ public sealed class RunOptions
         if (Expect is { Length: 0 }) throw new OptionsException(RunSetting.Expect, "", "give the text to wait for");
         bool memfd = Switch(RunSetting.Memfd, Memfd);
         bool stats = Switch(RunSetting.Stats, Stats);
+        var virtio = VirtioSettings.Validate(this, linux: Kernel is not null);
         string kvmDevice = KvmDevice ?? Kvm.KvmSystem.DefaultPath;
         if (kvmDevice.Length == 0) throw new OptionsException(RunSetting.KvmDevice, "", $"give the KVM device, e.g. {Kvm.KvmSystem.DefaultPath}");
         string serial = Serial ?? "stdout";
@@ -107,7 +108,6 @@ public sealed class RunOptions
                 throw new OptionsException(RunSetting.Memory, Memory!, $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
-        var virtio = VirtioSettings.Validate(this, linux: Kernel is not null);
 
         return new ValidatedRunOptions(memory, cpus, Image, entry, mode, kvmDevice, serial, memfd, track)
         {
