@@ -162,6 +162,11 @@ public abstract class PciFunction : IPciFunction, IDisposable
 
     public void ReadConfig(int offset, Span<byte> data)
     {
+        if (ReadConfigWindow(offset, data))
+        {
+            return;
+        }
+
         lock (ConfigLock)
         {
             Config.Read(offset, data);
@@ -170,6 +175,11 @@ public abstract class PciFunction : IPciFunction, IDisposable
 
     public void WriteConfig(int offset, ReadOnlySpan<byte> data)
     {
+        if (WriteConfigWindow(offset, data))
+        {
+            return;
+        }
+
         lock (ConfigLock)
         {
             Config.Write(offset, data);
@@ -307,6 +317,16 @@ public abstract class PciFunction : IPciFunction, IDisposable
     protected virtual void OnBarMapped(PciBar bar, ulong? baseAddress)
     {
     }
+
+    /// <summary>
+    /// Serve a configuration read that is a window onto something else (virtio's pci_cfg_data) instead of
+    /// stored bytes; true when handled. Called without <see cref="ConfigLock"/>, so the window may reach
+    /// code that takes other locks or the configuration lock itself.
+    /// </summary>
+    protected virtual bool ReadConfigWindow(int offset, Span<byte> data) => false;
+
+    /// <summary>Like <see cref="ReadConfigWindow"/>, for writes.</summary>
+    protected virtual bool WriteConfigWindow(int offset, ReadOnlySpan<byte> data) => false;
 
     /// <summary>A configuration write was applied (under <see cref="ConfigLock"/>); for capabilities with side effects.</summary>
     protected virtual void OnConfigWritten(int offset, int length)

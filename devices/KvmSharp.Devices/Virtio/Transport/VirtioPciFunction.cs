@@ -47,6 +47,7 @@ public sealed class VirtioPciFunction : PciFunction
     private readonly IDisposable?[] _doorbells;
     private readonly Lock _stateLock = new();
     private readonly Lock _notifyLock = new();
+    private readonly int _pciCfgCapability;
     private VirtioPciActivationSession? _session;
     private int _isr;
 
@@ -111,6 +112,7 @@ public sealed class VirtioPciFunction : PciFunction
         AddVirtioCapability(VIRTIO_PCI_CAP_NOTIFY_CFG, Layout.NotifyOffset, Layout.NotifyLength, VirtioPciBarLayout.NotifyOffMultiplier);
         AddVirtioCapability(VIRTIO_PCI_CAP_ISR_CFG, Layout.IsrOffset, Layout.IsrLength);
         AddVirtioCapability(VIRTIO_PCI_CAP_DEVICE_CFG, Layout.DeviceConfigOffset, VirtioPciBarLayout.DeviceConfigLength);
+        _pciCfgCapability = AddPciCfgCapability();
         if (intx is not null)
         {
             SetInterruptPin(1); // INTA#
@@ -127,6 +129,21 @@ public sealed class VirtioPciFunction : PciFunction
 
     /// <summary>The device status as the driver reads it.</summary>
     public VirtioDeviceStatus DeviceStatus => _common.DeviceStatus;
+
+    /// <summary>The features offered to the driver: the device's, less transport features KvmSharp lacks, plus VERSION_1.</summary>
+    public ulong OfferedFeatures => _common.OfferedFeatures;
+
+    /// <summary>The features the driver accepted (binding once FEATURES_OK is set).</summary>
+    public ulong DriverFeatures
+    {
+        get
+        {
+            lock (_stateLock)
+            {
+                return _common.DriverFeatures;
+            }
+        }
+    }
 
     /// <summary>Whether the device is activated (DRIVER_OK accepted, no reset since).</summary>
     public bool IsActive => Volatile.Read(ref _session) is not null;
@@ -301,6 +318,71 @@ public sealed class VirtioPciFunction : PciFunction
         }
 
         base.Dispose(disposing);
+    }
+
+    /// <summary>
+    /// pci_cfg_data of the VIRTIO_PCI_CAP_PCI_CFG capability (4.1.4.9): an access there reaches the BAR at the
+    /// bar/offset/length the driver wrote into the capability, decoding enabled or not. Misdirected windows
+    /// (another BAR, a length other than 1, 2 or 4, an unaligned or out-of-range offset) read zero and drop writes.
+    /// </summary>
+    protected override bool ReadConfigWindow(int offset, Span<byte> data)
+    {
+        if (!IsPciCfgData(offset))
+        {
+            return false;
+        }
+
+        data.Clear();
+        if (TryPciCfgTarget(out ulong barOffset, out int length) && data.Length >= length)
+        {
+            ReadBar(barOffset, data[..length]);
+        }
+
+        return true;
+    }
+
+    protected override bool WriteConfigWindow(int offset, ReadOnlySpan<byte> data)
+    {
+        if (!IsPciCfgData(offset))
+        {
+            return false;
+        }
+
+        if (TryPciCfgTarget(out ulong barOffset, out int length) && data.Length >= length)
+        {
+            WriteBar(barOffset, data[..length]);
+        }
+
+        return true;
+    }
+
+    private bool IsPciCfgData(int offset) => offset == _pciCfgCapability + StructVirtioPciCapSize;
+
+    private bool TryPciCfgTarget(out ulong barOffset, out int length)
+    {
+        int bar;
+        lock (ConfigLock)
+        {
+            bar = Config.ReadByte(_pciCfgCapability + VIRTIO_PCI_CAP_BAR);
+            barOffset = Config.ReadUInt32(_pciCfgCapability + VIRTIO_PCI_CAP_OFFSET);
+            length = (int)Math.Min(Config.ReadUInt32(_pciCfgCapability + VIRTIO_PCI_CAP_LENGTH), 8u);
+        }
+
+        return bar == BarIndex && length is 1 or 2 or 4 && barOffset % (ulong)length == 0 && barOffset + (ulong)length <= Layout.Size;
+    }
+
+    private int AddPciCfgCapability()
+    {
+        Span<byte> capability = stackalloc byte[StructVirtioPciCapSize + 4];
+        capability.Clear();
+        capability[VIRTIO_PCI_CAP_VNDR] = PciRegs.PCI_CAP_ID_VNDR;
+        capability[VIRTIO_PCI_CAP_LEN] = (byte)capability.Length;
+        capability[VIRTIO_PCI_CAP_CFG_TYPE] = VIRTIO_PCI_CAP_PCI_CFG;
+        int offset = AddCapability(capability);
+        Config.SetWritableMask(offset + VIRTIO_PCI_CAP_BAR, 1, 0xff);
+        Config.SetWritableMask(offset + VIRTIO_PCI_CAP_OFFSET, 4, uint.MaxValue);
+        Config.SetWritableMask(offset + VIRTIO_PCI_CAP_LENGTH, 4, uint.MaxValue);
+        return offset;
     }
 
     private static bool InRegion(ulong offset, int length, ulong regionOffset, ulong regionLength) =>

@@ -193,6 +193,46 @@ public sealed class VirtioPciInitTests
     }
 
     [Fact]
+    public void The_pci_cfg_capability_is_a_window_onto_the_bar_even_with_decoding_off()
+    {
+        var rig = new VirtioPciRig();
+        var pci = rig.Pci;
+        int capability = rig.Pci.WalkCapabilities(rig.Slot)
+            .Select(found => found.Offset)
+            .Single(offset => pci.EcamRead8(rig.Slot, offset) == PciRegs.PCI_CAP_ID_VNDR && pci.EcamRead8(rig.Slot, offset + VIRTIO_PCI_CAP_CFG_TYPE) == VIRTIO_PCI_CAP_PCI_CFG);
+        int data = capability + StructVirtioPciCapSize;
+        Assert.Null(rig.Function.BarMappedAddress(0));
+
+        void Target(int bar, ulong offset, uint length)
+        {
+            pci.EcamWrite8(rig.Slot, capability + VIRTIO_PCI_CAP_BAR, (byte)bar);
+            pci.EcamWrite32(rig.Slot, capability + VIRTIO_PCI_CAP_OFFSET, (uint)offset);
+            pci.EcamWrite32(rig.Slot, capability + VIRTIO_PCI_CAP_LENGTH, length);
+        }
+
+        Target(0, rig.Function.Layout.CommonOffset + VIRTIO_PCI_COMMON_NUMQ, 2);
+        Assert.Equal(2u, pci.EcamRead32(rig.Slot, data));
+
+        Target(0, rig.Function.Layout.CommonOffset + VIRTIO_PCI_COMMON_STATUS, 1);
+        pci.EcamWrite32(rig.Slot, data, (uint)VirtioDeviceStatus.ACKNOWLEDGE);
+        Assert.Equal(VirtioDeviceStatus.ACKNOWLEDGE, rig.Function.DeviceStatus);
+        Assert.Equal((uint)VirtioDeviceStatus.ACKNOWLEDGE, pci.EcamRead32(rig.Slot, data));
+
+        Target(0, rig.Function.Layout.DeviceConfigOffset + 4, 4);
+        Assert.Equal(0x8070_6050u, pci.EcamRead32(rig.Slot, data));
+
+        // Misdirected windows: another BAR, a bad length, an unaligned or out-of-range offset.
+        foreach (var (bar, offset, length) in new[] { (2, 0ul, 4u), (0, 0ul, 3u), (0, 0ul, 8u), (0, 2ul, 4u), (0, rig.Function.Layout.Size, 1u) })
+        {
+            Target(bar, offset, length);
+            Assert.Equal(0u, pci.EcamRead32(rig.Slot, data));
+            pci.EcamWrite32(rig.Slot, data, 0);
+        }
+
+        Assert.Equal(VirtioDeviceStatus.ACKNOWLEDGE, rig.Function.DeviceStatus);
+    }
+
+    [Fact]
     public void Mark_needs_reset_sets_the_status_bit_and_raises_one_config_interrupt()
     {
         var rig = new VirtioPciRig();

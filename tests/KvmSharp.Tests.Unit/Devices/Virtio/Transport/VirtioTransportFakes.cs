@@ -45,8 +45,16 @@ internal sealed class FakeVirtioDevice(ulong features = FakeVirtioDevice.Default
 
     public void WriteConfig(uint offset, ReadOnlySpan<byte> data) => ConfigWrites.Add((offset, data.ToArray()));
 
+    /// <summary>Activations without a reset since the previous one (a transport bug).</summary>
+    public int ActivatedWhileActive { get; private set; }
+
     public void Activate(VirtioActivation activation)
     {
+        if (Current is not null)
+        {
+            ActivatedWhileActive++;
+        }
+
         Activations.Add(activation);
         ResetSinceActivation = false;
         if (ThrowOnActivate is not null)
@@ -55,7 +63,18 @@ internal sealed class FakeVirtioDevice(ulong features = FakeVirtioDevice.Default
         }
     }
 
-    public void QueueNotify(int queueIndex) => Notifies.Add((queueIndex, Environment.CurrentManagedThreadId));
+    /// <summary>Notifications that arrived while the device was not activated (a transport bug).</summary>
+    public int NotifiesWhileInactive { get; private set; }
+
+    public void QueueNotify(int queueIndex)
+    {
+        if (Current is null)
+        {
+            NotifiesWhileInactive++;
+        }
+
+        Notifies.Add((queueIndex, Environment.CurrentManagedThreadId));
+    }
 
     public void Reset()
     {
