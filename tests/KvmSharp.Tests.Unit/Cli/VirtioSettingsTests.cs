@@ -90,10 +90,25 @@ public sealed class VirtioSettingsTests : IDisposable
     }
 
     [Fact]
+    public void Console_virtio_moves_the_default_console_to_hvc0_and_leaves_a_given_cmdline_alone()
+    {
+        var virtio = Bind("run", "--kernel", _kernel, "--console", "virtio").Validate(Host);
+        Assert.True(virtio.VirtioConsole);
+        Assert.Equal(RunOptions.DefaultVirtioConsoleCmdline, virtio.Cmdline);
+        Assert.Contains("console=hvc0", virtio.Cmdline);
+        var given = Bind("run", "--kernel", _kernel, "--console", "VIRTIO", "--cmdline", "console=ttyS0 quiet").Validate(Host);
+        Assert.True(given.VirtioConsole);
+        Assert.Equal("console=ttyS0 quiet", given.Cmdline);
+        Assert.False(Bind("run", "--kernel", _kernel).Validate(Host).VirtioConsole);
+        Assert.Equal(RunOptions.DefaultCmdline, Bind("run", "--kernel", _kernel, "--console", "serial").Validate(Host).Cmdline);
+    }
+
+    [Fact]
     public void Virtio_devices_need_a_linux_guest()
     {
         var drive = Assert.Throws<OptionsException>(() => Bind("run", "--drive", $"file={_diskA}").Validate(Host));
         Assert.Contains("only applies with --kernel", drive.Message);
+        Assert.Contains("only applies with --kernel", Assert.Throws<OptionsException>(() => Bind("run", "--console", "virtio").Validate(Host)).Message);
         var console = Assert.Throws<OptionsException>(() => Bind("run", "--console", "tty").Validate(Host));
         Assert.Equal("console", console.Setting!.Name);
         Assert.Contains("give serial or virtio", console.Message);
