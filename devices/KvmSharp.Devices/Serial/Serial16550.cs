@@ -13,7 +13,7 @@ namespace KvmSharp.Devices.Serial;
 /// guest polls in 16450 mode. A single uncontended lock guards the state because host input arrives on another
 /// thread; <see cref="System.Threading.Lock"/> does not allocate when taken.
 /// </remarks>
-public sealed class Serial16550 : IBusDevice
+public sealed class Serial16550 : IBusDevice, IConsoleInput
 {
     /// <summary>Number of register offsets to map on the bus (e.g. 0x3f8..0x3ff for COM1).</summary>
     public const ulong RegisterBlockLength = 8;

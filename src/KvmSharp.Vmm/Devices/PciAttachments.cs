@@ -30,6 +30,15 @@ public static class PciAttachments
         machine.PciRoot = AcpiPciRoot.From(machine.Resources);
     });
 
+    /// <summary>A virtio-console whose port 0 (hvc0) writes to the VM's serial sink and takes the typed input instead of the 16550.</summary>
+    public static DeviceAttachment VirtioConsole(string name = "virtio-console") => Virtio(name, machine =>
+    {
+        var console = new KvmSharp.Devices.Virtio.Console.VirtioConsole(machine.Config.SerialSink, ports: null,
+            machine.LoggerFactory.CreateLogger<KvmSharp.Devices.Virtio.Console.VirtioConsole>());
+        machine.ConsoleInput = new VirtioConsoleInput(console);
+        return console;
+    });
+
     /// <summary>A virtio-pci function for the device <paramref name="create"/> makes, in the next free slot (after <see cref="Root"/>).</summary>
     public static DeviceAttachment Virtio(string name, Func<MachineContext, IVirtioDevice> create) => new(name, machine =>
     {

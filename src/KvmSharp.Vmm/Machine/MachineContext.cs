@@ -51,6 +51,9 @@ public sealed class MachineContext
     /// <summary>The PCI root an attach step put on the machine, described to the guest in ACPI (MCFG, DSDT root bridge).</summary>
     public AcpiPciRoot? PciRoot { get; set; }
 
+    /// <summary>Where typed console bytes go when not to the 16550 (a virtio-console's hvc0).</summary>
+    public KvmSharp.Devices.Serial.IConsoleInput? ConsoleInput { get; set; }
+
     /// <summary>PCI bus 0, once <see cref="PciAttachments.Root"/> attached it.</summary>
     public PciRootBus? PciBus { get; set; }
 

@@ -126,6 +126,9 @@ public sealed class VirtualMachine : IDisposable
     public ExitDispatcher Exits { get; }
     public Serial16550 Serial { get; internal set; } = null!;
     public DebugExitPort DebugExit { get; internal set; } = null!;
+
+    /// <summary>Where the host's typed console bytes go: hvc0 with a virtio-console, else the 16550.</summary>
+    public IConsoleInput ConsoleInput => Devices.ConsoleInput ?? Serial;
     public IReadOnlyList<VcpuRunner> Vcpus => _vcpus;
 
     /// <summary>Guest RAM regions, in guest-address order.</summary>

@@ -17,6 +17,9 @@ public sealed class RunOptions
 {
     public const string Section = "KvmSharp";
     public const string DefaultCmdline = "console=ttyS0 reboot=k panic=-1";
+
+    /// <summary>The default with --console virtio: the console on hvc0, early messages on the 16550 until hvc0 exists.</summary>
+    public const string DefaultVirtioConsoleCmdline = "console=hvc0 earlycon=uart8250,io,0x3f8 reboot=k panic=-1";
     public const string DefaultMemory = "64M";
 
     /// <summary>The most guest RAM KvmSharp lays out, even with --force-memory.</summary>
@@ -84,6 +87,7 @@ public sealed class RunOptions
         if (Expect is { Length: 0 }) throw new OptionsException(RunSetting.Expect, "", "give the text to wait for");
         bool memfd = Switch(RunSetting.Memfd, Memfd);
         bool stats = Switch(RunSetting.Stats, Stats);
+        var virtio = VirtioSettings.Validate(this, linux: Kernel is not null);
         string kvmDevice = KvmDevice ?? Kvm.KvmSystem.DefaultPath;
         if (kvmDevice.Length == 0) throw new OptionsException(RunSetting.KvmDevice, "", $"give the KVM device, e.g. {Kvm.KvmSystem.DefaultPath}");
         string serial = Serial ?? "stdout";
@@ -91,7 +95,7 @@ public sealed class RunOptions
             throw new OptionsException(RunSetting.Serial, serial, $"{unwritable}");
 
         ulong? entry = null;
-        string cmdline = Cmdline ?? DefaultCmdline;
+        string cmdline = Cmdline ?? (virtio.VirtioConsole ? DefaultVirtioConsoleCmdline : DefaultCmdline);
         if (Kernel is not null)
         {
             if (Image is not null) throw new OptionsException(RunSetting.Kernel, Kernel, "give either --kernel or --image, not both");
@@ -107,7 +111,6 @@ public sealed class RunOptions
                 throw new OptionsException(RunSetting.Memory, Memory!, $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
-        var virtio = VirtioSettings.Validate(this, linux: Kernel is not null);
 
         return new ValidatedRunOptions(memory, cpus, Image, entry, mode, kvmDevice, serial, memfd, track)
         {

@@ -20,8 +20,6 @@ internal static class VirtioSettings
             "virtio" => true,
             _ => throw new OptionsException(RunSetting.Console, options.Console!, "give serial or virtio"),
         };
-        // The virtio-console device is not in this build yet: refuse rather than silently keep the console on ttyS0.
-        if (virtioConsole) throw new OptionsException(RunSetting.Console, options.Console!, "virtio-console is not available in this build yet; give serial");
         var texts = options.List(RunSetting.Drive);
         if (!linux)
         {

@@ -26,7 +26,7 @@ public sealed unsafe class SerialInputPump : IDisposable
     private readonly Action _quit;
     private readonly Action<string> _notice;
     private readonly Thread _thread;
-    private Serial16550? _target;
+    private IConsoleInput? _target;
     private RawTerminal? _raw;
     private bool _rawRefused;
     private volatile bool _stopping;
@@ -51,7 +51,7 @@ public sealed unsafe class SerialInputPump : IDisposable
     }
 
     /// <summary>Where typed bytes go (the current VM's UART), or null to drop them (between reboots).</summary>
-    public void Attach(Serial16550? serial) => Volatile.Write(ref _target, serial);
+    public void Attach(IConsoleInput? serial) => Volatile.Write(ref _target, serial);
 
     /// <summary>True while the terminal is in raw mode.</summary>
     public bool IsRaw

@@ -142,7 +142,7 @@ public sealed class VmService(
         {
             if (_quitFromConsole) vm.Stop("quit from the console (Ctrl-A x)");
             if (_outputFailure is { } failed) vm.End(VmOutcome.OutputFailed(failed));
-            input.Attach(vm.Serial);
+            input.Attach(vm.ConsoleInput);
             using var watching = new CancellationTokenSource();
             var watcher = Task.CompletedTask;
             try

@@ -15,9 +15,10 @@ public sealed class PciWiringTests
 {
     private const uint HostBridgeIds = 0x0008_1B36;      // 1b36:0008
     private const uint VirtioRngIds = 0x1044_1AF4;       // 1af4:1044 (0x1040 + entropy)
+    private const uint VirtioConsoleIds = 0x1043_1AF4;   // 1af4:1043 (0x1040 + console)
 
-    // Reads the ids of 00:00.0 and 00:01.0 through configuration mechanism #1, and of 00:01.0 and the
-    // empty slot 00:02.0 through ECAM; exits 0x11 when all four are as expected, else 0x20 + which failed.
+    // Reads the ids of 00:00.0 and 00:01.0 through configuration mechanism #1, and of 00:01.0, 00:02.0 and
+    // the empty slot 00:03.0 through ECAM; exits 0x11 when all are as expected, else 0x20 + which failed.
     private static readonly Lazy<GuestImage> Guest = new(() => TestGuest.LongMode(a =>
     {
         void Conf1(int device, uint expected, byte failure)
@@ -46,7 +47,8 @@ public sealed class PciWiringTests
         Conf1(0, HostBridgeIds, 0x20);
         Conf1(1, VirtioRngIds, 0x21);
         Ecam(1, VirtioRngIds, 0x22);
-        Ecam(2, 0xFFFF_FFFF, 0x23);
+        Ecam(2, VirtioConsoleIds, 0x23);
+        Ecam(3, 0xFFFF_FFFF, 0x24);
         TestGuest.ExitWith(a, 0x11);
     }, "pci-probe"));
 
@@ -59,14 +61,15 @@ public sealed class PciWiringTests
             Image = Guest.Value,
             Irqchip = true,
             SerialSink = new CapturingSerialSink(),
-            Devices = [PciAttachments.Root, PciAttachments.Virtio("virtio-rng", _ => new VirtioRng())],
+            Devices = [PciAttachments.Root, PciAttachments.Virtio("virtio-rng", _ => new VirtioRng()), PciAttachments.VirtioConsole()],
         });
         Assert.NotNull(vm.Devices.PciRoot);
+        Assert.IsType<VirtioConsoleInput>(vm.ConsoleInput); // typed bytes go to hvc0, not the 16550
         Assert.Contains(vm.MmioBus.Ranges, r => r.Name == "pci-ecam" && r.BaseAddress == MachineResources.EcamBase);
         Assert.Contains(vm.PortBus.Ranges, r => r.Name == "pci-conf1" && r.BaseAddress == 0xCF8);
-        // The rng's BAR came from the machine's 64-bit window.
-        var bar = Assert.Single(vm.Devices.Resources.Mmio64.Allocations);
-        Assert.True(vm.Devices.Resources.Mmio64.Window.Contains(bar.Range));
+        // The BARs came from the machine's 64-bit window.
+        Assert.Equal(2, vm.Devices.Resources.Mmio64.Allocations.Count);
+        Assert.All(vm.Devices.Resources.Mmio64.Allocations, bar => Assert.True(vm.Devices.Resources.Mmio64.Window.Contains(bar.Range)));
 
         var outcome = TestGuest.RunToEnd(vm, TimeSpan.FromSeconds(30));
         Assert.Equal(VmOutcome.GuestExit(0x11), outcome);

@@ -75,7 +75,7 @@ public sealed class CommandLineTests
         foreach (var setting in RunSetting.All)
         {
             var line = setting.IsSwitch ? Parse("run", setting.Flag) : Parse("run", setting.Flag, "x");
-            Assert.Equal(setting.IsSwitch ? "true" : "x", line.Settings[setting.ConfigurationKey]);
+            Assert.Equal(setting.IsSwitch ? "true" : "x", line.Settings[setting.ConfigurationKey + (setting.IsRepeatable ? ":0" : "")]);
         }
     }
 
