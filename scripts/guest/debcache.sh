@@ -146,15 +146,38 @@ kc_skeleton() {
 }
 
 # Packs directory $1 into a gzip'd newc cpio archive $2, owned by root:root inside, with the
-# busybox in $1/bin/busybox (so the host needs no cpio package). Written to a temp file and
-# renamed, so a reader never sees half an archive.
+# busybox in $1/bin/busybox, or the busybox binary $3 (so the host needs no cpio package). Written
+# to a temp file and renamed, so a reader never sees half an archive.
 kc_pack_initramfs() {
-    local root=$1 out=$2
+    local root=$1 out=$2 busybox=${3:-$1/bin/busybox}
     (
         cd "$root"
-        find . -mindepth 1 | LC_ALL=C sort | "$root/bin/busybox" cpio -o -H newc -R 0:0 2>/dev/null
+        find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null
     ) | gzip -9 -n >"$out.tmp" || kc_die "packing the initramfs $out failed"
     mv "$out.tmp" "$out"
+}
+
+# Prints the path of a busybox binary from busybox-static (cached; for packing initrd layers).
+kc_busybox_binary() {
+    local ver dir
+    ver=$(kc_candidates busybox-static | awk '$1 == "busybox-static" { print $2 }')
+    if [[ -z $ver ]]; then
+        dir=$(kc_newest_cached "$(kc_cache_dir)/busybox" 'busybox-static_*')
+        [[ -n $dir ]] || kc_die "apt cannot resolve busybox-static and nothing is cached; run: apt-get update"
+    else
+        dir="$(kc_cache_dir)/busybox/busybox-static_$(kc_sanitize "$ver")"
+        if [[ ! -x $dir/busybox ]]; then
+            local deb tmp
+            deb=$(kc_fetch_deb busybox-static "$ver")
+            mkdir -p "${dir%/*}"
+            tmp=$(mktemp -d "${dir%/*}/.unpack.XXXXXX")
+            dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" ./bin/busybox || kc_die "no bin/busybox in $deb"
+            mkdir -p "$dir"
+            mv "$tmp/bin/busybox" "$dir/busybox"
+            rm -rf "$tmp"
+        fi
+    fi
+    echo "$dir/busybox"
 }
 
 # Writes the uncompressed ELF vmlinux embedded in bzImage $1 to $2 (what extract-vmlinux does):

@@ -33,6 +33,8 @@
 #   kvmsharp.cmd=poweroff  poweroff -f (without ACPI the kernel then halts all CPUs)
 #   kvmsharp.cmd=reboot    reboot -f (pair with reboot=t, triple fault, or reboot=k, i8042)
 #   kvmsharp.cmd=halt      halt -f
+#   kvmsharp.run=PROG      runs PROG (a file in the initramfs, e.g. from an initrd layer appended
+#                          to INITRD) after the markers, before root= or kvmsharp.cmd
 # (No "write an exit code to a port" command: the cloud kernel has no /dev/port, CONFIG_DEVPORT
 # is off, and busybox has no outb applet.)
 # A suitable cmdline: "console=ttyS0 quiet kvmsharp.cmd=poweroff" (add panic=-1 to end on panic).
@@ -93,12 +95,13 @@ fi
 
 marker=${KVMSHARP_MARKER:-@MARKER@}
 cmd=${KVMSHARP_CMD:-shell}
-root='' rootfstype='' rootflags='' rootmode=ro newinit=/sbin/init rootdelay=30
+run='' root='' rootfstype='' rootflags='' rootmode=ro newinit=/sbin/init rootdelay=30
 set -f
 for arg in $(cat /proc/cmdline); do
     case $arg in
         kvmsharp.marker=*) marker=${arg#*=} ;;
         kvmsharp.cmd=*) cmd=${arg#*=} ;;
+        kvmsharp.run=*) run=${arg#*=} ;;
         root=*) root=${arg#*=} ;;
         rootfstype=*) rootfstype=${arg#*=} ;;
         rootflags=*) rootflags=${arg#*=} ;;
@@ -112,6 +115,12 @@ set +f
 
 echo "$marker"
 echo "KVMSHARP-CPUS=$(grep -c '^processor' /proc/cpuinfo)"
+
+# kvmsharp.run=PROG: run a program of the initramfs first (e.g. one an appended initrd layer
+# brings, as scripts/bench.sh blk does), then go on.
+if [ -n "$run" ]; then
+    if [ -x "$run" ]; then "$run"; else echo "kvmsharp init: kvmsharp.run=$run is not an executable file"; fi
+fi
 
 # root=DEV (/dev/vda, LABEL=..., UUID=...): mount it (read-only unless rw, like the kernel) and
 # switch_root into its init (init=, default /sbin/init). A root that cannot be mounted is reported
