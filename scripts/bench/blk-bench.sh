@@ -57,6 +57,7 @@ run_vm() {
         cmd=("$bin" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$BENCH_BLK_INITRD" --memory 512M --cpus 1
             --cmdline "$cmdline" --timeout "$timeout_s" --drive "$drive" --no-rng)
     else
+        # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
         cmd=(timeout "$timeout_s" qemu-system-x86_64 -M pc -accel kvm -cpu host -m 512 -smp 1 -nodefaults
             -no-user-config -display none -no-reboot -serial stdio
             -drive "if=none,id=d0,format=raw,file=$BENCH_BLK_IMAGE,readonly=on,cache=$cache,aio=threads,file.locking=off"

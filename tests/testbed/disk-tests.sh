@@ -21,7 +21,7 @@
 # Needs debugfs and e2fsck (e2fsprogs).
 
 disk_tests_main() {
-    local repo_dir vmm token token2 rootfs img ro_img ro_sha out err detail ok sha
+    local repo_dir vmm token token2 rootfs img ro_img ro_sha out ok sha
     repo_dir=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
     vmm=${KVMSHARP_DISK_VMM:-kvmsharp}
 
@@ -61,9 +61,11 @@ disk_tests_main() {
             done
             local accel=${KVMSHARP_DISK_QEMU_ACCEL:-kvm} cpu=host
             [[ $accel == kvm ]] || cpu=max
+            # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
             cmd=(timeout "$timeout_s" qemu-system-x86_64 -M pc -accel "$accel" -cpu "$cpu" -m 512 -smp 1
                 -nodefaults -no-user-config -display none -no-reboot
                 -chardev stdio,id=c0,mux=on -serial chardev:c0 -device virtio-rng-pci "${q[@]}")
+            # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
             ((console)) && cmd+=(-device virtio-serial-pci -device virtconsole,chardev=c0)
             cmd+=(-kernel "$KVMSHARP_GUEST_KERNEL" -initrd "$KVMSHARP_GUEST_INITRD" -append "$cmdline")
         else
