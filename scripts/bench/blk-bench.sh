@@ -84,7 +84,7 @@ echo "  guest: O_DIRECT sequential read of $seq_mib MiB in $block_kib KiB reads,
 echo "  kvmsharp: $bin (NativeAOT) run --memory 512M --cpus 1 --drive file=IMG,readonly=on$([[ $cache == none ]] && echo ,cache=none) --no-rng"
 [[ -z $aa ]] || echo "  BENCH_BLK_AA=1: an A/A run, QEMU on the kvmsharp side too"
 echo "  qemu:     qemu-system-x86_64 -M pc -accel kvm -m 512 -smp 1 -device virtio-blk-pci (cache=$cache, aio=threads)"
-k_seq=() q_seq=() k_rand=() q_rand=()
+k_seq=() q_seq=() k_rand=() q_rand=() pair_seq=() pair_rand=()
 for round in $(seq 1 "$rounds"); do
     seed=$((round * 7919))
     if ((round % 2)); then order="kvmsharp qemu"; else order="qemu kvmsharp"; fi
@@ -97,10 +97,14 @@ for round in $(seq 1 "$rounds"); do
         fi
     done
     echo "round $round: kvmsharp $k_line | qemu $q_line"
+    pair_seq+=("$(awk -v k="${k_seq[-1]}" -v q="${q_seq[-1]}" 'BEGIN { printf "%.4f", k / q }')")
+    pair_rand+=("$(awk -v k="${k_rand[-1]}" -v q="${q_rand[-1]}" 'BEGIN { printf "%.4f", k / q }')")
 done
 ks=$(median "${k_seq[@]}") qs=$(median "${q_seq[@]}") kr=$(median "${k_rand[@]}") qr=$(median "${q_rand[@]}")
 echo "kvmsharp median: seq ${ks}s ($(awk -v s="$ks" -v m="$seq_mib" 'BEGIN { printf "%.1f", m / s }') MiB/s), rand ${kr} us/op"
 echo "qemu     median: seq ${qs}s ($(awk -v s="$qs" -v m="$seq_mib" 'BEGIN { printf "%.1f", m / s }') MiB/s), rand ${qr} us/op"
+# A diagnostic that pairs runs next to each other in time (the testbed's speed drifts with the host's load).
+echo "median of per-round ratios: seq $(median "${pair_seq[@]}" | awk '{ printf "%.2f", $1 }'), rand $(median "${pair_rand[@]}" | awk '{ printf "%.2f", $1 }')"
 awk -v ks="$ks" -v qs="$qs" -v kr="$kr" -v qr="$qr" 'BEGIN {
     s = ks / qs; r = kr / qr
     printf "ratio-seq=%.2f\nratio-rand=%.2f\nratio=%.2f\n", s, r, (s > r ? s : r)
