@@ -86,11 +86,15 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>/dev/null
 exec </dev/console >/dev/console 2>&1
 
 # The kernel's virtio drivers (and ext4 when it is a module), dependencies first; there is no
-# modprobe here. A module whose device is absent loads anyway and waits for one.
-if [ -f /lib/modules/load-order ]; then
+# modprobe here. A module whose device is absent loads anyway and waits for one. Another kernel
+# (e.g. the testbed's generic vmlinux booted with this initramfs) finds none for its release.
+mods=/lib/modules/$(uname -r)
+if [ -f "$mods/load-order" ]; then
     while read -r m; do
-        insmod "/lib/modules/$m.ko" || echo "kvmsharp init: insmod $m failed"
-    done </lib/modules/load-order
+        insmod "$mods/$m.ko" || echo "kvmsharp init: insmod $m failed"
+    done <"$mods/load-order"
+else
+    echo "kvmsharp init: no modules for kernel $(uname -r) in this initramfs (virtio devices unusable)"
 fi
 
 marker=${KVMSHARP_MARKER:-@MARKER@}
@@ -234,7 +238,7 @@ build() {
     kc_skeleton "$tmp/root"
     kc_install_busybox "$tmp/bb" "$tmp/root"
     # shellcheck disable=SC2086 # the list is word-split on purpose
-    kc_collect_modules "$tmp/k/lib/modules/$release" "$tmp/root/lib/modules" $MODULES
+    kc_collect_modules "$tmp/k/lib/modules/$release" "$tmp/root/lib/modules/$release" $MODULES
     rm -rf "$tmp/k/lib"
     printf '%s\n' "$INIT" >"$tmp/root/init"
     chmod 755 "$tmp/root/init"
@@ -245,7 +249,7 @@ build() {
     echo "$release" >"$tmp/out/release"
     rm -rf "$dir"
     mv "$tmp/out" "$dir"
-    kc_log "built $dir ($(du -h "$dir/initrd.img" | cut -f1) initramfs; modules: $(tr '\n' ' ' <"$tmp/root/lib/modules/load-order"))"
+    kc_log "built $dir ($(du -h "$dir/initrd.img" | cut -f1) initramfs; modules: $(tr '\n' ' ' <"$tmp/root/lib/modules/$release/load-order"))"
 }
 
 if [[ ! -s $dir/vmlinuz || ! -s $dir/initrd.img || ! -s $dir/release ]]; then
