@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using KvmSharp.Kvm.Interop;
 
 namespace KvmSharp.Kvm;
@@ -167,6 +168,100 @@ public sealed unsafe class KvmVm : IDisposable
     {
         var line = new kvm_irq_level { irq = irq, level = level ? 1u : 0u };
         NativeIoctl.Checked(Fd, KvmIoctls.KVM_IRQ_LINE, &line);
+    }
+
+    /// <summary>
+    /// KVM_IOEVENTFD: a guest write of <paramref name="length"/> bytes to <paramref name="address"/> (MMIO,
+    /// or port I/O with <paramref name="pio"/>) signals <paramref name="eventFd"/> inside the kernel, with no
+    /// exit to userspace; with <paramref name="datamatch"/> only writes of that value do.
+    /// </summary>
+    public void AssignIoeventfd(SafeHandle eventFd, ulong address, uint length, bool pio = false, ulong? datamatch = null) =>
+        Ioeventfd(eventFd, address, length, pio, datamatch, deassign: false);
+
+    /// <summary>KVM_IOEVENTFD with KVM_IOEVENTFD_FLAG_DEASSIGN: the same arguments as the assignment remove it.</summary>
+    public void DeassignIoeventfd(SafeHandle eventFd, ulong address, uint length, bool pio = false, ulong? datamatch = null) =>
+        Ioeventfd(eventFd, address, length, pio, datamatch, deassign: true);
+
+    private void Ioeventfd(SafeHandle eventFd, ulong address, uint length, bool pio, ulong? datamatch, bool deassign)
+    {
+        bool added = false;
+        try
+        {
+            eventFd.DangerousAddRef(ref added);
+            var request = new kvm_ioeventfd
+            {
+                addr = address,
+                len = length,
+                fd = (int)eventFd.DangerousGetHandle(),
+                datamatch = datamatch ?? 0,
+                flags = (pio ? KvmIoeventfdFlags.KVM_IOEVENTFD_FLAG_PIO : 0)
+                    | (datamatch is null ? 0 : KvmIoeventfdFlags.KVM_IOEVENTFD_FLAG_DATAMATCH)
+                    | (deassign ? KvmIoeventfdFlags.KVM_IOEVENTFD_FLAG_DEASSIGN : 0),
+            };
+            int result = NativeIoctl.Invoke(Fd, KvmIoctls.KVM_IOEVENTFD, &request);
+            if (result < 0)
+                throw new KvmException("KVM_IOEVENTFD", -result, $"{(deassign ? "deassign" : "assign")} {(pio ? "port" : "MMIO")} 0x{address:x} length {length}");
+        }
+        finally
+        {
+            if (added) eventFd.DangerousRelease();
+        }
+    }
+
+    /// <summary>KVM_IRQFD: a write to <paramref name="eventFd"/> injects <paramref name="gsi"/> through the GSI routing table.</summary>
+    public void AssignIrqfd(SafeHandle eventFd, uint gsi) => Irqfd(eventFd, gsi, 0);
+
+    /// <summary>KVM_IRQFD with KVM_IRQFD_FLAG_DEASSIGN.</summary>
+    public void DeassignIrqfd(SafeHandle eventFd, uint gsi) => Irqfd(eventFd, gsi, KvmIrqfdFlags.KVM_IRQFD_FLAG_DEASSIGN);
+
+    private void Irqfd(SafeHandle eventFd, uint gsi, uint flags)
+    {
+        bool added = false;
+        try
+        {
+            eventFd.DangerousAddRef(ref added);
+            var request = new kvm_irqfd { fd = (uint)eventFd.DangerousGetHandle(), gsi = gsi, flags = flags };
+            int result = NativeIoctl.Invoke(Fd, KvmIoctls.KVM_IRQFD, &request);
+            if (result < 0) throw new KvmException("KVM_IRQFD", -result, $"{(flags == 0 ? "assign" : "deassign")} GSI {gsi}");
+        }
+        finally
+        {
+            if (added) eventFd.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// KVM_SET_GSI_ROUTING: replace the whole routing table with <paramref name="routing"/>, a header
+    /// followed by its nr entries in native memory. 0 or -errno; allocation-free.
+    /// </summary>
+    public int TrySetGsiRouting(kvm_irq_routing* routing) => NativeIoctl.Invoke(Fd, KvmIoctls.KVM_SET_GSI_ROUTING, routing);
+
+    /// <summary>KVM_SET_GSI_ROUTING with <paramref name="entries"/> (the table is replaced, not extended).</summary>
+    public void SetGsiRouting(ReadOnlySpan<kvm_irq_routing_entry> entries)
+    {
+        nuint bytes = (nuint)(sizeof(kvm_irq_routing) + entries.Length * sizeof(kvm_irq_routing_entry));
+        var table = (kvm_irq_routing*)NativeMemory.AllocZeroed(bytes);
+        try
+        {
+            table->nr = (uint)entries.Length;
+            entries.CopyTo(new Span<kvm_irq_routing_entry>(table + 1, entries.Length));
+            int result = TrySetGsiRouting(table);
+            if (result < 0) throw new KvmException("KVM_SET_GSI_ROUTING", -result, $"{entries.Length} routes");
+        }
+        finally
+        {
+            NativeMemory.Free(table);
+        }
+    }
+
+    /// <summary>
+    /// KVM_SIGNAL_MSI: inject the MSI message now. Returns &gt;0 when delivered, 0 when the guest blocked
+    /// it (e.g. a masked or absent destination), or -errno; allocation-free.
+    /// </summary>
+    public int TrySignalMsi(ulong address, uint data)
+    {
+        var msi = new kvm_msi { address_lo = (uint)address, address_hi = (uint)(address >> 32), data = data };
+        return NativeIoctl.Invoke(Fd, KvmIoctls.KVM_SIGNAL_MSI, &msi);
     }
 
     public void EnableCap(KvmCap capability, ulong arg0 = 0)

@@ -121,6 +121,75 @@ public sealed class DeviceBus
         }
     }
 
+    /// <summary>
+    /// Map <paramref name="device"/> like <see cref="Register"/>, for ranges the guest places (PCI BARs): an overlap or
+    /// a wrapping range is answered with false and maps nothing, instead of an exception a guest could provoke. With
+    /// <paramref name="rangeId"/> &gt;= 0 the range takes that id again (one handed out earlier to the same device and
+    /// unmapped since), so a guest that moves a BAR or toggles its decoding forever cannot grow the id table;
+    /// with -1 a new id is handed out and stored in <paramref name="rangeId"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The length is zero, or <paramref name="rangeId"/> is unknown or still mapped (a VMM bug, not a guest's).</exception>
+    public bool TryRegister(ulong baseAddress, ulong length, IBusDevice device, string name, ref int rangeId)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        if (length == 0)
+        {
+            throw new ArgumentException(
+                $"{Name} bus: cannot register '{name}' at 0x{baseAddress:x} with a zero length.", nameof(length));
+        }
+
+        if (length - 1 > ulong.MaxValue - baseAddress)
+        {
+            return false;
+        }
+
+        var range = new BusRange(baseAddress, length, name);
+        lock (_registrationLock)
+        {
+            Mapping[] current = _mappings;
+            BusRange[] ids = _rangesById;
+            if (rangeId >= ids.Length || rangeId < -1)
+            {
+                throw new ArgumentException($"{Name} bus: range id {rangeId} was never handed out.", nameof(rangeId));
+            }
+
+            int insertAt = current.Length;
+            for (int i = 0; i < current.Length; i++)
+            {
+                if (rangeId >= 0 && current[i].RangeId == rangeId)
+                {
+                    throw new ArgumentException($"{Name} bus: range id {rangeId} ({current[i].Range}) is still mapped.", nameof(rangeId));
+                }
+
+                if (current[i].Range.Overlaps(range))
+                {
+                    return false;
+                }
+
+                if (insertAt == current.Length && current[i].Range.BaseAddress > baseAddress)
+                {
+                    insertAt = i;
+                }
+            }
+
+            // The id table is copied, not written in place, so RangeById never sees a torn range.
+            int id = rangeId >= 0 ? rangeId : ids.Length;
+            var nextIds = new BusRange[rangeId >= 0 ? ids.Length : ids.Length + 1];
+            Array.Copy(ids, nextIds, ids.Length);
+            nextIds[id] = range;
+            Volatile.Write(ref _rangesById, nextIds);
+
+            var next = new Mapping[current.Length + 1];
+            Array.Copy(current, 0, next, 0, insertAt);
+            next[insertAt] = new Mapping(range, device, id);
+            Array.Copy(current, insertAt, next, insertAt + 1, current.Length - insertAt);
+            Volatile.Write(ref _mappings, next);
+            rangeId = id;
+            return true;
+        }
+    }
+
     /// <summary>Remove every range mapped to <paramref name="device"/>.</summary>
     /// <returns>Whether the device had at least one range.</returns>
     public bool Unregister(IBusDevice device)

@@ -24,6 +24,10 @@ internal static unsafe class KvmIoctls
     public static readonly uint KVM_SET_IDENTITY_MAP_ADDR = IOW(KVMIO, 0x48, sizeof(ulong));
     public static readonly uint KVM_CREATE_IRQCHIP = IO(KVMIO, 0x60);
     public static readonly uint KVM_IRQ_LINE = IOW(KVMIO, 0x61, sizeof(kvm_irq_level));
+    public static readonly uint KVM_SET_GSI_ROUTING = IOW(KVMIO, 0x6a, sizeof(kvm_irq_routing));
+    public static readonly uint KVM_IRQFD = IOW(KVMIO, 0x76, sizeof(kvm_irqfd));
+    public static readonly uint KVM_IOEVENTFD = IOW(KVMIO, 0x79, sizeof(kvm_ioeventfd));
+    public static readonly uint KVM_SIGNAL_MSI = IOW(KVMIO, 0xa5, sizeof(kvm_msi));
     public static readonly uint KVM_CREATE_PIT2 = IOW(KVMIO, 0x77, sizeof(kvm_pit_config));
     public static readonly uint KVM_REINJECT_CONTROL = IO(KVMIO, 0x71);
     public static readonly uint KVM_ENABLE_CAP = IOW(KVMIO, 0xa3, sizeof(kvm_enable_cap));

@@ -210,6 +210,36 @@ public sealed unsafe class PageTracker : IMemslotObserver
         return true;
     }
 
+    /// <summary>What <see cref="PageTrackContext.CurrentVcpuId"/> reads in a TrackWrite hook for a device's write (DMA), not a vCPU's.</summary>
+    public const int DeviceWriter = -2;
+
+    /// <summary>
+    /// A device wrote <paramref name="bytes"/> at <paramref name="gpa"/> (already in guest memory): the part
+    /// on each write-tracked page is reported to the notifiers with <see cref="DeviceWriter"/> as the vCPU.
+    /// The kernel never sees device writes, so KvmSharp reports them itself. Returns whether any page was tracked.
+    /// </summary>
+    public bool ReportDeviceWrite(int addressSpace, ulong gpa, ReadOnlySpan<byte> bytes)
+    {
+        var counts = Volatile.Read(ref _counts);
+        if (counts.IsEmpty || bytes.IsEmpty) return false;
+        var snapshot = _memslots.Current;
+        bool any = false;
+        while (!bytes.IsEmpty)
+        {
+            ulong gfn = gpa >> Memslot.PageShift;
+            int piece = (int)Math.Min((ulong)bytes.Length, ((gfn + 1) << Memslot.PageShift) - gpa);
+            if (snapshot.TryFindByGfn(addressSpace, gfn, out var slot) && counts.TryGetValue(slot.PackedSlot, out var perSlot) && perSlot.ContainsKey(gfn))
+            {
+                any = true;
+                Interlocked.Increment(ref _trackedWrites);
+                NotifyWrite(DeviceWriter, gpa, bytes[..piece]);
+            }
+            bytes = bytes[piece..];
+            gpa += (ulong)piece;
+        }
+        return any;
+    }
+
     private void NotifyWrite(int vcpuId, ulong gpa, ReadOnlySpan<byte> data)
     {
         var notifiers = Volatile.Read(ref _notifiers);

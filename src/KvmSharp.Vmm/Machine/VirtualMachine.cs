@@ -16,6 +16,7 @@ using KvmSharp.Vmm.Memory;
 using KvmSharp.Vmm.PageTracking;
 using KvmSharp.Vmm.Statistics;
 using KvmSharp.Vmm.Vcpus;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KvmSharp.Vmm.Machine;
 
@@ -61,12 +62,17 @@ public sealed class VirtualMachine : IDisposable
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
         Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker), DirtyRingFull = DirtyLog.OnDirtyRingFull };
-        HasIrqchip = config.Linux is not null;
-        Serial = new Serial16550(config.SerialSink, HasIrqchip ? new KvmIrqLine(vm, SerialIrq) : null);
-        DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
-        PortBus.Register(config.SerialPort, Serial16550.RegisterBlockLength, Serial, "serial0 (16550A)");
-        PortBus.Register(config.DebugExitPort, DebugExitPort.RegisterBlockLength, DebugExit, "debug-exit");
-        if (config.Linux is not null) AddPcLegacyDevices(vm, config);
+        HasIrqchip = config.UsesIrqchip;
+        Devices = new MachineContext(this, config.LoggerFactory ?? (config.Log is { } log ? new ForwardingLoggerFactory(log) : NullLoggerFactory.Instance));
+        try
+        {
+            MachineBuilder.For(config).AttachAll(Devices);
+        }
+        catch
+        {
+            Devices.Dispose();
+            throw;
+        }
         _supportedCpuid = system.GetSupportedCpuid();
         _tscDeadline = HasIrqchip && system.CheckExtension(KvmCap.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
         Metrics = new VmMetrics(CollectExitStatistics, memslots: MemslotUsage);
@@ -90,10 +96,13 @@ public sealed class VirtualMachine : IDisposable
     }
 
     /// <summary>COM1's ISA interrupt.</summary>
-    public const uint SerialIrq = 4;
+    public const uint SerialIrq = StandardDevices.SerialIrq;
 
     /// <summary>The PS/2 keyboard's ISA interrupt.</summary>
-    public const uint KeyboardIrq = 1;
+    public const uint KeyboardIrq = StandardDevices.KeyboardIrq;
+
+    /// <summary>What the attach steps built on: allocator, event loop, MSI, device memory, the PCI root.</summary>
+    public MachineContext Devices { get; }
 
     public VmConfig Config { get; }
 
@@ -115,8 +124,8 @@ public sealed class VirtualMachine : IDisposable
     public DeviceBus PortBus { get; }
     public DeviceBus MmioBus { get; }
     public ExitDispatcher Exits { get; }
-    public Serial16550 Serial { get; }
-    public DebugExitPort DebugExit { get; }
+    public Serial16550 Serial { get; internal set; } = null!;
+    public DebugExitPort DebugExit { get; internal set; } = null!;
     public IReadOnlyList<VcpuRunner> Vcpus => _vcpus;
 
     /// <summary>Guest RAM regions, in guest-address order.</summary>
@@ -142,7 +151,7 @@ public sealed class VirtualMachine : IDisposable
             vm = system.CreateVm();
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_TSS_ADDR) > 0) vm.SetTssAddress(TssAddress);
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) vm.SetIdentityMapAddress(IdentityMapAddress);
-            if (config.Linux is not null)
+            if (config.UsesIrqchip)
             {
                 // Linux wants the PC's interrupt controllers and timer; KVM emulates them in the kernel.
                 vm.CreateIrqchip();
@@ -172,27 +181,13 @@ public sealed class VirtualMachine : IDisposable
     }
 
     /// <summary>The PS/2 controller (Linux guests): reset line and Ctrl-Alt-Del.</summary>
-    public I8042Controller? Keyboard { get; private set; }
+    public I8042Controller? Keyboard { get; internal set; }
 
     /// <summary>The CMOS clock (Linux guests), showing the host's time.</summary>
-    public CmosRtc? Rtc { get; private set; }
+    public CmosRtc? Rtc { get; internal set; }
 
     /// <summary>Ports a PC has but KvmSharp does not emulate, answered quietly (Linux guests).</summary>
-    public QuietPorts? QuietPorts { get; private set; }
-
-    // What Linux probes on a PC beyond the in-kernel PIC, PIT and IOAPIC.
-    private void AddPcLegacyDevices(KvmVm vm, VmConfig config)
-    {
-        Keyboard = new I8042Controller(() => End(VmOutcome.Reboot("i8042 reset line")), new KvmIrqLine(vm, KeyboardIrq));
-        PortBus.Register(I8042Controller.BasePort, I8042Controller.RegisterBlockLength, Keyboard, "i8042");
-        Rtc = new CmosRtc();
-        Rtc.SetMemorySizes(Math.Min(config.MemoryBytes, LowRamLimit), config.MemoryBytes > LowRamLimit ? config.MemoryBytes - LowRamLimit : 0);
-        PortBus.Register(CmosRtc.BasePort, CmosRtc.RegisterBlockLength, Rtc, "cmos-rtc");
-        var sleepControl = new AcpiSleepControl(() => End(VmOutcome.PowerOff()));
-        PortBus.Register(AcpiTables.Pm1EventBlock, AcpiTables.PmPortsLength, sleepControl, "acpi-pm1");
-        QuietPorts = new QuietPorts(() => End(VmOutcome.Reboot("port 0x92 reset")));
-        foreach (var window in QuietPorts.Windows) PortBus.Register(window.BasePort, window.Length, window, window.Name);
-    }
+    public QuietPorts? QuietPorts { get; internal set; }
 
     /// <summary>Ask the guest to shut down as a PC would on Ctrl-Alt-Del; false when it has no keyboard to receive it.</summary>
     public bool RequestGuestShutdown() => Keyboard?.SendCtrlAltDel() ?? false;
@@ -223,7 +218,7 @@ public sealed class VirtualMachine : IDisposable
         {
             LongModeSetup.WriteTables(Memory);
             var ram = Memslots.Current.Slots(0).Select(s => (s.GuestPhysAddr, s.Size)).ToList();
-            _linux = LinuxLoader.Load(Memory, ram, linux, Config.Cpus);
+            _linux = LinuxLoader.Load(Memory, ram, linux, Config.Cpus, Devices.PciRoot);
             return;
         }
         var image = Config.Image!;
@@ -400,6 +395,7 @@ public sealed class VirtualMachine : IDisposable
     {
         End(VmOutcome.Stopped("disposed"));
         foreach (var runner in _vcpus) runner.Dispose();
+        Devices.Dispose();
         Kvm.Dispose();
         System.Dispose();
         foreach (var region in _regions) region.Dispose();

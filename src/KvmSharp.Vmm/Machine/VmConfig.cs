@@ -16,6 +16,15 @@ public sealed record VmConfig
 
     /// <summary>A Linux kernel to boot through the 64-bit boot protocol, with irqchip, PIT and legacy devices.</summary>
     public Boot.Linux.LinuxBootConfig? Linux { get; init; }
+    /// <summary>
+    /// Create KVM's in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT. Null (the default): for Linux
+    /// guests only. Flat images that take interrupts (MSI, IOAPIC) set it.
+    /// </summary>
+    public bool? Irqchip { get; init; }
+
+    /// <summary>Whether this configuration gets the in-kernel irqchip.</summary>
+    public bool UsesIrqchip => Irqchip ?? Linux is not null;
+
     public required ISerialSink SerialSink { get; init; }
     public string KvmPath { get; init; } = Kvm.KvmSystem.DefaultPath;
     public ushort SerialPort { get; init; } = 0x3F8;
@@ -29,6 +38,12 @@ public sealed record VmConfig
 
     /// <summary>Dirty logging: the mode (default ManualProtect where the kernel offers it, else Bitmap; Ring on request) and ring size.</summary>
     public KvmSharp.Memory.DirtyLog.DirtyLogOptions DirtyLog { get; init; } = new();
+
+    /// <summary>Devices attached after the standard ones (serial, debug-exit, the PC's legacy devices), in order.</summary>
+    public IReadOnlyList<DeviceAttachment> Devices { get; init; } = [];
+
+    /// <summary>Where devices and the event loop log (ILogger&lt;T&gt;); none when null.</summary>
+    public Microsoft.Extensions.Logging.ILoggerFactory? LoggerFactory { get; init; }
 
     /// <summary>Where the VM reports events worth a log line (notifier faults).</summary>
     public Action<string>? Log { get; init; }

@@ -97,7 +97,16 @@ public sealed class CommandLine
         else if (verb == RunVerb)
         {
             foreach (var (setting, option) in _runOptions)
-                if (result.GetResult(option) is not null) settings[setting.ConfigurationKey] = result.GetValue(option);
+            {
+                if (result.GetResult(option) is not { } given) continue;
+                if (!setting.IsRepeatable)
+                {
+                    settings[setting.ConfigurationKey] = result.GetValue(option);
+                    continue;
+                }
+                // Every repeat, in order, as a list (KvmSharp:Drive:0, :1, ...), as a settings file's array would be.
+                for (int i = 0; i < given.Tokens.Count; i++) settings[$"{setting.ConfigurationKey}:{i}"] = given.Tokens[i].Value;
+            }
         }
         var parsedVerb = verb switch { CapsVerb => ParsedVerb.Caps, HelpVerb => ParsedVerb.Help, _ => ParsedVerb.Run };
         return new ParsedCommandLine(parsedVerb, settings, result) { HelpTopic = verb == HelpVerb ? result.GetValue(_helpTopic) : null };

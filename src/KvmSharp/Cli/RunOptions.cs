@@ -39,6 +39,20 @@ public sealed class RunOptions
     public string? Expect { get; set; }
     public string? Timeout { get; set; }
     public string? OnReboot { get; set; }
+    public string? NoRng { get; set; }
+    public string? Console { get; set; }
+
+    // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
+    private IReadOnlyList<string> _drives = [];
+
+    /// <summary>The values of a repeatable setting (--drive), in order.</summary>
+    public IReadOnlyList<string> List(RunSetting setting) => setting == RunSetting.Drive ? _drives : [];
+
+    public void SetList(RunSetting setting, IReadOnlyList<string> values)
+    {
+        if (setting != RunSetting.Drive) throw new ArgumentException($"{setting.Name} is not a repeatable setting", nameof(setting));
+        _drives = values;
+    }
 
     /// <summary>Validate against this host's RAM (MemTotal).</summary>
     public ValidatedRunOptions Validate() => Validate(HostMemory.ReadTotal());
@@ -93,6 +107,7 @@ public sealed class RunOptions
                 throw new OptionsException(RunSetting.Memory, Memory!, $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
+        var virtio = VirtioSettings.Validate(this, linux: Kernel is not null);
 
         return new ValidatedRunOptions(memory, cpus, Image, entry, mode, kvmDevice, serial, memfd, track)
         {
@@ -104,6 +119,9 @@ public sealed class RunOptions
             RestartOnReboot = restartOnReboot,
             Stats = stats,
             ForceMemory = force,
+            Drives = virtio.Drives,
+            Rng = virtio.Rng,
+            VirtioConsole = virtio.VirtioConsole,
         };
     }
 
@@ -138,7 +156,7 @@ public sealed class RunOptions
         return TimeSpan.FromSeconds(seconds);
     }
 
-    private static bool Switch(RunSetting setting, string? text)
+    internal static bool Switch(RunSetting setting, string? text)
     {
         if (text is null) return false;
         if (bool.TryParse(text.Trim(), out bool value)) return value;

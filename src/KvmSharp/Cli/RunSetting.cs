@@ -5,7 +5,7 @@ namespace KvmSharp.Cli;
 /// its KVMSHARP__NAME environment variable), and how help shows it. The one table the command line,
 /// the configuration checks and the error messages are built from.
 /// </summary>
-public sealed record RunSetting(string Flag, string Key, string ValueName, string Description, bool IsSwitch = false, string[]? Values = null)
+public sealed record RunSetting(string Flag, string Key, string ValueName, string Description, bool IsSwitch = false, string[]? Values = null, bool IsRepeatable = false)
 {
     /// <summary>The name messages use: the flag without its dashes ("kvm-device").</summary>
     public string Name => Flag[2..];
@@ -33,9 +33,14 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting Memfd = new("--memfd", "Memfd", "true|false", "Back guest RAM with a memfd", IsSwitch: true);
     public static readonly RunSetting Stats = new("--stats", "Stats", "true|false", "Print exit statistics (per exit reason, port and MMIO range) at the end", IsSwitch: true);
     public static readonly RunSetting Track = new("--track", "Track", "RANGES", "Audit guest writes to these guest-physical RAM ranges: GPA, GPA-GPA (end exclusive) or GPA+SIZE, comma-separated");
+    public static readonly RunSetting Drive = new("--drive", "Drive", Devices.Virtio.Block.DriveSpec.Syntax,
+        "A raw disk image as a virtio-blk disk of a Linux guest; repeatable: vda, vdb, ... in order (settings: a list)", IsRepeatable: true);
+    public static readonly RunSetting NoRng = new("--no-rng", "NoRng", "true|false", "No virtio-rng entropy device (a Linux guest has one by default)", IsSwitch: true);
+    public static readonly RunSetting Console = new("--console", "Console", "serial|virtio",
+        "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
-        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, KvmDevice];
+        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, NoRng, Console, KvmDevice];
 }

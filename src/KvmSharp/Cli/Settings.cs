@@ -64,7 +64,7 @@ public sealed class Settings
         var section = Configuration.GetSection(RunOptions.Section);
         if (section.Value is { } scalar)
             throw new OptionsException($"invalid setting {RunOptions.Section} ({Origin(RunOptions.Section) ?? "settings"}): '{scalar}': {RunOptions.Section} must be an object of settings such as {{ \"Memory\": \"64M\" }}");
-        foreach (var setting in RunSetting.All)
+        foreach (var setting in RunSetting.All.Where(s => !s.IsRepeatable))
         {
             // Checked in every layer: a lower layer's plain value would hide a higher layer's object.
             for (int i = _labels.Count - 1; i >= 0; i--)
@@ -76,7 +76,29 @@ public sealed class Settings
         }
         var options = new RunOptions();
         section.Bind(options);
+        foreach (var setting in RunSetting.All.Where(s => s.IsRepeatable)) options.SetList(setting, ListValues(setting));
         return options;
+    }
+
+    /// <summary>
+    /// A repeatable setting's values from the highest layer that gives it (layers do not mix: flags
+    /// replace a settings file's list): a list (KvmSharp:Drive:0, :1, ...) or a single value.
+    /// </summary>
+    private IReadOnlyList<string> ListValues(RunSetting setting)
+    {
+        for (int i = _labels.Count - 1; i >= 0; i--)
+        {
+            var (provider, _) = _labels[i];
+            var children = provider.GetChildKeys([], setting.ConfigurationKey).Distinct().ToList();
+            if (children.Count > 0)
+            {
+                return children.OrderBy(k => int.TryParse(k, out int n) ? n : int.MaxValue).ThenBy(k => k, StringComparer.Ordinal)
+                    .Select(k => provider.TryGet($"{setting.ConfigurationKey}:{k}", out string? value) ? value ?? "" : "")
+                    .ToList();
+            }
+            if (provider.TryGet(setting.ConfigurationKey, out string? single) && single is not null) return [single];
+        }
+        return [];
     }
 
     /// <summary>Log levels (Logging:LogLevel:CATEGORY) must be names the logging library knows; it would otherwise fail while the host starts.</summary>

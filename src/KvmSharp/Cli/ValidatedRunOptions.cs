@@ -14,6 +14,15 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     public bool RestartOnReboot { get; init; }
     public bool Stats { get; init; }
 
+    /// <summary>virtio-blk disks (Linux guests), vda first.</summary>
+    public IReadOnlyList<Devices.Virtio.Block.DriveSpec> Drives { get; init; } = [];
+
+    /// <summary>A virtio-rng device (Linux guests; off with --no-rng).</summary>
+    public bool Rng { get; init; }
+
+    /// <summary>--console virtio: the Linux console on hvc0.</summary>
+    public bool VirtioConsole { get; init; }
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 }

@@ -227,6 +227,7 @@ public sealed class VmService(
             KvmPath = options.KvmDevice,
             MemfdBacking = options.Memfd,
             Log = warn,
+            Devices = VirtioDeviceAttachments.For(options),
         };
     }
 

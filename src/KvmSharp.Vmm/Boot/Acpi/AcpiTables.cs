@@ -6,8 +6,8 @@ namespace KvmSharp.Vmm.Boot.Acpi;
 /// <summary>
 /// The ACPI tables a firmware-less Linux needs to find its CPUs and interrupt controllers (Debian's
 /// kernels have no MP-table parser): RSDP -> XSDT -> FADT (a PC with legacy devices, the reset
-/// register on the i8042 and PM1 blocks for poweroff), DSDT (just \_S5) and
-/// MADT (one local APIC per vCPU, the in-kernel IOAPIC with ISA IRQs 1:1 as overrides, NMI on LINT1).
+/// register on the i8042 and PM1 blocks for poweroff), DSDT (\_S5, and the PCI root bridge when there
+/// is one), MADT (one local APIC per vCPU, the in-kernel IOAPIC with ISA IRQs 1:1 as overrides, NMI on LINT1) and, with PCI, the MCFG of its ECAM.
 /// </summary>
 public static class AcpiTables
 {
@@ -22,29 +22,35 @@ public static class AcpiTables
     private const string OemId = "KVMSHP", OemTableId = "KVMSHARP";
 
     /// <summary>Build the tables for <paramref name="cpus"/> vCPUs, laid out from <see cref="RsdpAddress"/>.</summary>
-    public static byte[] Build(int cpus)
+    public static byte[] Build(int cpus, AcpiPciRoot? pci = null)
     {
         if (cpus < 1 || cpus > 254) throw new ArgumentOutOfRangeException(nameof(cpus), $"{cpus} vCPUs do not fit the MADT (1-254)");
         const int RsdpSize = 36;
         ulong xsdtAddress = Align(RsdpAddress + RsdpSize);
-        byte[] dsdt = Dsdt();
+        byte[] dsdt = Dsdt(pci);
         byte[] madt = Madt(cpus);
-        ulong dsdtAddress = Align(xsdtAddress + 36 + 2 * 8);
+        byte[]? mcfg = pci is null ? null : Mcfg(pci);
+        int xsdtEntries = mcfg is null ? 2 : 3;
+        ulong dsdtAddress = Align(xsdtAddress + 36 + (ulong)xsdtEntries * 8);
         ulong fadtAddress = Align(dsdtAddress + (ulong)dsdt.Length);
         ulong madtAddress = Align(fadtAddress + 276);
-        byte[] fadt = Fadt(dsdtAddress);
-        byte[] xsdt = Table("XSDT", 1, 2 * 8, body =>
+        ulong mcfgAddress = Align(madtAddress + (ulong)madt.Length);
+        byte[] fadt = Fadt(dsdtAddress, msi: pci is not null);
+        byte[] xsdt = Table("XSDT", 1, xsdtEntries * 8, body =>
         {
             BinaryPrimitives.WriteUInt64LittleEndian(body, fadtAddress);
             BinaryPrimitives.WriteUInt64LittleEndian(body[8..], madtAddress);
+            if (mcfg is not null) BinaryPrimitives.WriteUInt64LittleEndian(body[16..], mcfgAddress);
         });
 
-        var blob = new byte[madtAddress + (ulong)madt.Length - RsdpAddress];
+        ulong end = mcfg is null ? madtAddress + (ulong)madt.Length : mcfgAddress + (ulong)mcfg.Length;
+        var blob = new byte[end - RsdpAddress];
         Rsdp(xsdtAddress).CopyTo(blob, 0);
         xsdt.CopyTo(blob, (int)(xsdtAddress - RsdpAddress));
         dsdt.CopyTo(blob, (int)(dsdtAddress - RsdpAddress));
         fadt.CopyTo(blob, (int)(fadtAddress - RsdpAddress));
         madt.CopyTo(blob, (int)(madtAddress - RsdpAddress));
+        mcfg?.CopyTo(blob, (int)(mcfgAddress - RsdpAddress));
         if (RsdpAddress + (ulong)blob.Length > RegionEnd) throw new InvalidOperationException("ACPI tables overflow the BIOS area");
         return blob;
     }
@@ -62,11 +68,42 @@ public static class AcpiTables
         return rsdp;
     }
 
-    // DefinitionBlock with one object: Name (_S5, Package () { 5, 5 }), the SLP_TYP values for poweroff.
-    private static byte[] Dsdt() => Table("DSDT", 2, 12, body =>
-        new byte[] { 0x08, (byte)'_', (byte)'S', (byte)'5', (byte)'_', 0x12, 0x06, 0x02, 0x0A, SleepTypeS5, 0x0A, SleepTypeS5 }.CopyTo(body));
+    // DefinitionBlock: Name (_S5, Package () { 5, 5 }), the SLP_TYP values for poweroff; with PCI, the
+    // root bridge \_SB.PCI0 (PNP0A08, compatible PNP0A03) and the windows it forwards in _CRS, so Linux
+    // finds the bus through ACPI and its ECAM through the MCFG.
+    private static byte[] Dsdt(AcpiPciRoot? pci)
+    {
+        byte[] sleep = Aml.Name("_S5_", Aml.Package(Aml.Integer(SleepTypeS5), [0x0A, SleepTypeS5]));
+        byte[] body = pci is null ? sleep : [.. sleep, .. Aml.Scope("\\_SB_", PciRootBridge(pci))];
+        return Table("DSDT", 2, body.Length, span => body.CopyTo(span));
+    }
 
-    private static byte[] Fadt(ulong dsdtAddress) => Table("FACP", 6, 276 - 36, body =>
+    /// <summary>Device (PCI0) with _HID, _CID, _SEG, _BBN, _UID and _CRS (bus range, the configuration ports, I/O and memory windows).</summary>
+    public static byte[] PciRootBridge(AcpiPciRoot pci)
+    {
+        var resources = new List<byte[]> { Aml.WordBusNumber(pci.FirstBus, pci.LastBus), Aml.Io(0xCF8, 8) };
+        foreach (var window in pci.PortWindows) resources.Add(Aml.WordIo((ushort)window.Start, (ushort)window.Last));
+        foreach (var window in pci.Mmio32Windows) resources.Add(Aml.DWordMemory((uint)window.Start, (uint)window.Last));
+        if (pci.Mmio64Window is { } high) resources.Add(Aml.QWordMemory(high.Start, high.Last));
+        return Aml.Device("PCI0",
+            Aml.Name("_HID", Aml.EisaId("PNP0A08")),
+            Aml.Name("_CID", Aml.EisaId("PNP0A03")),
+            Aml.Name("_SEG", Aml.Integer(0)),
+            Aml.Name("_BBN", Aml.Integer(pci.FirstBus)),
+            Aml.Name("_UID", Aml.Integer(0)),
+            Aml.Name("_CRS", Aml.ResourceTemplate([.. resources])));
+    }
+
+    // MCFG: one allocation for segment 0's buses, at the ECAM base.
+    private static byte[] Mcfg(AcpiPciRoot pci) => Table("MCFG", 1, 8 + 16, body =>
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(body[8..], pci.EcamBase);
+        BinaryPrimitives.WriteUInt16LittleEndian(body[16..], 0);   // PCI segment group
+        body[18] = pci.FirstBus;
+        body[19] = pci.LastBus;
+    });
+
+    private static byte[] Fadt(ulong dsdtAddress, bool msi) => Table("FACP", 6, 276 - 36, body =>
     {
         // Offsets below are from the start of the table, minus the 36-byte header. A full (not
         // hardware-reduced) PC: Linux then keeps its legacy PIC and ISA IRQ numbers, which the 8250
@@ -80,7 +117,8 @@ public static class AcpiTables
         BinaryPrimitives.WriteUInt32LittleEndian(body[(64 - Header)..], Pm1ControlBlock);
         body[88 - Header] = 4;                                              // PM1_EVT_LEN: status + enable
         body[89 - Header] = 2;                                              // PM1_CNT_LEN
-        BinaryPrimitives.WriteUInt16LittleEndian(body[(109 - Header)..], LegacyDevices | Has8042 | NoVga | NoMsi);
+        // Without PCI there is nothing to take MSIs; with it, IAPC_BOOT_ARCH must not say "MSI not supported".
+        BinaryPrimitives.WriteUInt16LittleEndian(body[(109 - Header)..], (ushort)(LegacyDevices | Has8042 | NoVga | (msi ? 0 : NoMsi)));
         BinaryPrimitives.WriteUInt32LittleEndian(body[(112 - Header)..], ResetRegisterSupported | PowerButtonIsNotFixed | SleepButtonIsNotFixed);
         Gas(body[(116 - Header)..], 0x64, 8);                               // reset register: the i8042's command port
         body[128 - Header] = 0xFE;                                          // ... and its "pulse reset" command

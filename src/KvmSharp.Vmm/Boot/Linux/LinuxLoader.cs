@@ -50,7 +50,7 @@ public static class LinuxLoader
         return GuestFile.Check(path, "initrd", GuestFile.MaxBytesWithin(lowEnd), LowMemoryLimit(lowEnd));
     }
 
-    public static Result Load(GuestPhysicalMemory memory, IReadOnlyList<(ulong Address, ulong Size)> ram, LinuxBootConfig config, int cpus)
+    public static Result Load(GuestPhysicalMemory memory, IReadOnlyList<(ulong Address, ulong Size)> ram, LinuxBootConfig config, int cpus, Acpi.AcpiPciRoot? pci = null)
     {
         ulong lowEnd = ram[0].Address + ram[0].Size;
         object kernel = ReadKernel(config.KernelPath, lowEnd);
@@ -58,8 +58,8 @@ public static class LinuxLoader
             : GuestFile.Read(config.InitrdPath, "initrd", GuestFile.MaxBytesWithin(lowEnd), LowMemoryLimit(lowEnd));
         var plan = Plan(kernel, config, lowEnd, (ulong)(initrd?.Length ?? 0));
         if (initrd is not null) memory.Write(plan.InitrdAddress, initrd);
-        WriteFirmwareTables(memory, plan.CommandLine, cpus);
-        var e820 = BuildE820(ram);
+        WriteFirmwareTables(memory, plan.CommandLine, cpus, pci);
+        var e820 = BuildE820(ram, pci);
         if (kernel is PvhKernel pvh)
         {
             foreach (var (address, bytes, memorySize) in pvh.Segments)
@@ -163,15 +163,15 @@ public static class LinuxLoader
         }
     }
 
-    private static void WriteFirmwareTables(GuestPhysicalMemory memory, byte[] commandLine, int cpus)
+    private static void WriteFirmwareTables(GuestPhysicalMemory memory, byte[] commandLine, int cpus, Acpi.AcpiPciRoot? pci)
     {
         memory.Write(LinuxBootLayout.CommandLine, commandLine);
         memory.Write(LinuxBootLayout.MpTable, MpTable.Build(LinuxBootLayout.MpTable, cpus));
-        memory.Write(Acpi.AcpiTables.RsdpAddress, Acpi.AcpiTables.Build(cpus));
+        memory.Write(Acpi.AcpiTables.RsdpAddress, Acpi.AcpiTables.Build(cpus, pci));
     }
 
-    /// <summary>Low RAM up to the EBDA, the EBDA reserved (it holds the MP table), then RAM from 1 MiB.</summary>
-    public static List<E820Entry> BuildE820(IReadOnlyList<(ulong Address, ulong Size)> ram)
+    /// <summary>Low RAM up to the EBDA, the EBDA reserved (it holds the MP table), then RAM from 1 MiB; with PCI, its ECAM reserved (Linux trusts MMCONFIG only in reserved memory).</summary>
+    public static List<E820Entry> BuildE820(IReadOnlyList<(ulong Address, ulong Size)> ram, Acpi.AcpiPciRoot? pci = null)
     {
         var map = new List<E820Entry>
         {
@@ -184,6 +184,8 @@ public static class LinuxLoader
             ulong end = address + size;
             if (end > start) map.Add(new E820Entry(start, end - start, E820Type.Ram));
         }
+        if (pci is not null) map.Add(new E820Entry(pci.EcamBase, pci.EcamSize, E820Type.Reserved));
+        map.Sort((a, b) => a.Address.CompareTo(b.Address));
         return map;
     }
 }
