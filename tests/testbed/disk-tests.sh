@@ -9,6 +9,7 @@
 #   boot 2 (disk-readback): the same root, read-only (ro), console on hvc0 (--console virtio); the
 #     guest reads both files back and writes a second token to /dev/hvc0 only, which must show on
 #     the VMM's stdout. Checked: the contents, e2fsck -fn, and the image unchanged by the ro boot.
+#     (Should the VMM refuse --console virtio, the read-back boots again without it.)
 # Report lines as boot-tests.sh prints them (PASS:/FAIL: NAME (DETAIL)).
 #
 # boot-tests.sh sources this file (it provides report, $work, $bin and $timeout_s). Run alone it
@@ -156,6 +157,14 @@ disk_tests_main() {
     before_sha=$(sha256sum <"$img" | cut -d' ' -f1)
     disk_boot disk-readback "console=ttyS0 console=hvc0 root=/dev/vda ro rootfstype=ext4 kvmsharp.steps=read,hvc,consoles kvmsharp.token=$token2 kvmsharp.cmd=poweroff" \
         --drive "file=$img,serial=kvmsharp-root" --console virtio
+    cp "$work/disk-readback.out" "$work/console-hvc0.out"
+    cp "$work/disk-readback.err" "$work/console-hvc0.err"
+    if [[ $rc == 2 && ! -s $work/disk-readback.out ]]; then
+        # The VMM refused --console virtio before booting: read back without it, so the disk
+        # checks do not hang on the console's (console-hvc0 below fails with the VMM's message).
+        disk_boot disk-readback "console=ttyS0 root=/dev/vda ro rootfstype=ext4 kvmsharp.steps=read kvmsharp.cmd=poweroff" \
+            --drive "file=$img,serial=kvmsharp-root"
+    fi
     sha=$(sha256sum <"$img" | cut -d' ' -f1)
     ok=0
     [[ $rc == 0 && $(value disk-readback KVMSHARP-ROOT) == "/dev/vda ext4 ro" && $(value disk-readback KVMSHARP-READ) == "$token" &&
@@ -168,10 +177,9 @@ disk_tests_main() {
     ok=0; [[ $fsck_rc == 0 ]] && ok=1
     report disk-fsck-after-readback "$ok" "e2fsck -fn exit $fsck_rc"
 
-    same_output disk-readback console-hvc0
     ok=0
-    grep -aq "KVMSHARP-HVC0=$token2" "$work/disk-readback.out" && ok=1
-    report console-hvc0 "$ok" "--console virtio: marker written to /dev/hvc0 $([[ $ok == 1 ]] && echo seen || echo 'NOT seen') on the VMM's stdout; guest consoles: $(value disk-readback KVMSHARP-CONSOLES)"
+    grep -aq "KVMSHARP-HVC0=$token2" "$work/console-hvc0.out" && ok=1
+    report console-hvc0 "$ok" "--console virtio: marker written to /dev/hvc0 $([[ $ok == 1 ]] && echo seen || echo 'NOT seen') on the VMM's stdout; guest consoles: $(value console-hvc0 KVMSHARP-CONSOLES)"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
