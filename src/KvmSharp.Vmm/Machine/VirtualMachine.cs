@@ -54,13 +54,12 @@ public sealed class VirtualMachine : IDisposable
         Memory = new GuestPhysicalMemory(Memslots);
         PageTracker = new PageTracker(Memslots, KernelSlots, new VcpuQuiescer(() => _vcpus), config.PageTracking)
         {
-            WriteInspector = new CompareExchangeInspector(Memory),
             Log = config.Log,
             StopVm = reason => End(VmOutcome.Error($"stopped by page-tracking policy: {reason}")),
         };
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
-        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker), DirtyRingFull = DirtyLog.OnDirtyRingFull };
+        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker, Memslots, config.Cpus), DirtyRingFull = DirtyLog.OnDirtyRingFull };
         HasIrqchip = config.Linux is not null;
         Serial = new Serial16550(config.SerialSink, HasIrqchip ? new KvmIrqLine(vm, SerialIrq) : null);
         DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
