@@ -74,7 +74,7 @@ public unsafe struct kvm_run_emulation_failure
     public uint suberror;
     public uint ndata;
     public ulong flags;
-    public uint insn_size;
+    public byte insn_size;
     public fixed byte insn_bytes[15];
 }
 

@@ -59,7 +59,8 @@ public sealed class VirtualMachine : IDisposable
         };
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
-        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker, Memslots, config.Cpus), DirtyRingFull = DirtyLog.OnDirtyRingFull };
+        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker, Memslots, config.Cpus),
+            EmulationFailure = new TrackedInstructionEmulator(PageTracker, Memslots, config.Cpus), DirtyRingFull = DirtyLog.OnDirtyRingFull };
         HasIrqchip = config.Linux is not null;
         Serial = new Serial16550(config.SerialSink, HasIrqchip ? new KvmIrqLine(vm, SerialIrq) : null);
         DebugExit = new DebugExitPort(status => End(VmOutcome.GuestExit(status)));
@@ -140,6 +141,8 @@ public sealed class VirtualMachine : IDisposable
         {
             vm = system.CreateVm();
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_TSS_ADDR) > 0) vm.SetTssAddress(TssAddress);
+            // Instructions KVM cannot emulate exit with their bytes, so stores to tracked pages can be completed here.
+            if (vm.CheckExtension(KvmCap.KVM_CAP_EXIT_ON_EMULATION_FAILURE) > 0) vm.EnableCap(KvmCap.KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1);
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) vm.SetIdentityMapAddress(IdentityMapAddress);
             if (config.Linux is not null)
             {

@@ -57,6 +57,9 @@ public sealed unsafe class VcpuRunner : IDisposable
     /// <summary>For a faulted vCPU: what ended it, with registers and the disassembly at RIP.</summary>
     public string? FaultReport { get; private set; }
 
+    /// <summary>Why an exit handler refused the exit that ended this vCPU (added to <see cref="FaultReport"/>).</summary>
+    public string? FaultDetail { get; set; }
+
     /// <summary>The exception that ended the thread, if setup or KVM_RUN failed.</summary>
     public Exception? Error { get; private set; }
 
@@ -281,7 +284,8 @@ public sealed unsafe class VcpuRunner : IDisposable
                     return VcpuState.Halted;
                 default:
                     CompleteInstruction();
-                    FaultReport = _describeFault(vcpu, VcpuExitDescription.Describe(run));
+                    string exit = VcpuExitDescription.Describe(run);
+                    FaultReport = _describeFault(vcpu, FaultDetail is { } detail ? $"{exit}: {detail}" : exit);
                     return VcpuState.Faulted;
             }
         }
