@@ -23,6 +23,14 @@
 #                                     the same ioctls (gcc -O2 scripts/bench/dirty_harvest.c), same guest binary;
 #                                     then the guest's write throughput while KvmSharp harvests back to back;
 #                                     one line `ratio=X.XX mode=M` per mode
+#   scripts/bench.sh blk              publishes the NativeAOT kvmsharp, then in the nested testbed
+#                                     (scripts/bench/blk-bench.sh) attaches the same raw image (read-only,
+#                                     cache=none) to KvmSharp and to QEMU (virtio-blk-pci), same kernel and
+#                                     initrd, alternating, BENCH_BLK_ROUNDS (default 3) rounds; in the guest a
+#                                     static C program (scripts/bench/blk_read.c) reads /dev/vda with O_DIRECT:
+#                                     256 MiB sequential, then 4 KiB random reads for 5 s; last lines
+#                                     ratio-seq=, ratio-rand= (KvmSharp / QEMU time for the same work) and
+#                                     ratio= (the larger of the two)
 #
 # Environment: BENCH_ROUNDS (default 5) rounds, each running C and KvmSharp once, alternating which
 # goes first; BENCH_EXITS (default 20000) exits per run; BENCH_UNROLL (default 1) `out`s (tracked-write:
@@ -55,10 +63,14 @@ commands:
                    first KVM_RUN and RSS on this host; last line ratio=X.XX (KvmSharp / QEMU)
   dirty            dirty-log harvest time per mode (bitmap, clear, ring), KvmSharp vs minimal C, and the
                    guest's write throughput while harvesting; one `ratio=X.XX mode=M` line per mode
+  blk              virtio-blk O_DIRECT reads in the guest (256 MiB sequential, 4 KiB random), KvmSharp
+                   (NativeAOT) vs QEMU, in the nested testbed; ratio-seq=, ratio-rand=, last ratio= (the larger)
 environment: BENCH_ROUNDS=5 BENCH_EXITS=20000 BENCH_UNROLL=1 BENCH_WARMUPS=2 BENCH_RAW=
              BENCH_WRITES=20000 BENCH_UNCHANGED= BENCH_TRACKING_RUNS=3 BENCH_TRACKING_OPS=2000 BENCH_TRACKING_SECONDS=10
              BENCH_TRACKING_CPUS=2 BENCH_BOOT_ROUNDS=5 BENCH_START_RUNS=5
              dirty: BENCH_ROUNDS=5 BENCH_DIRTY_HARVESTS=20 BENCH_DIRTY_SECONDS=3 BENCH_DIRTY_MODES="bitmap clear ring"
+             blk: BENCH_BLK_ROUNDS=3 BENCH_BLK_SEQ_MIB=256 BENCH_BLK_BLOCK_KIB=1024 BENCH_BLK_RAND_SECONDS=5
+                  BENCH_BLK_IMAGE_MIB=320 BENCH_BLK_CACHE=none (or writeback) BENCH_BLK_AA= (1: QEMU on both sides)
 USAGE
 }
 
@@ -351,6 +363,56 @@ dirty_bench() {
     printf '%s\n' "${summary[@]}"
 }
 
+# virtio-blk (issue 8): builds the guest side on the host (blk_read.c, static; an initrd layer with it
+# and /bench/run.sh appended to fetch-guest.sh's initrd; a raw image of random bytes in a directory
+# the testbed shares writable over 9p, the one file system there that takes O_DIRECT), then runs
+# scripts/bench/blk-bench.sh in the testbed.
+blk_bench() {
+    local mib=${BENCH_BLK_IMAGE_MIB:-320} seq_mib=${BENCH_BLK_SEQ_MIB:-256}
+    is_count "$mib" 1 || die "BENCH_BLK_IMAGE_MIB must be a whole number >= 1, not '$mib'"
+    is_count "$seq_mib" 1 || die "BENCH_BLK_SEQ_MIB must be a whole number >= 1, not '$seq_mib'"
+    (( seq_mib <= mib )) || die "BENCH_BLK_SEQ_MIB ($seq_mib) must fit the image (BENCH_BLK_IMAGE_MIB=$mib)"
+    command -v gcc >/dev/null || die "gcc is required to build the guest's reader"
+    local tmp busybox
+    tmp=$(mktemp -d -t kvmsharp-bench.XXXXXX)
+    # shellcheck disable=SC2064 # expand $tmp now
+    trap "rm -rf '$tmp'" EXIT
+    mkdir -p "$tmp/layer/bench"
+    gcc -O2 -Wall -Wextra -static -o "$tmp/layer/bench/blk_read" scripts/bench/blk_read.c || die "gcc -static failed (libc6-dev?)"
+    cat >"$tmp/layer/bench/run.sh" <<'RUN_EOF'
+#!/bin/sh
+# scripts/bench.sh blk, guest side (kvmsharp.run=/bench/run.sh): O_DIRECT reads of /dev/vda.
+seq=256 block=1024 rand=5 seed=1
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        blkbench.seq=*) seq=${arg#*=} ;;
+        blkbench.block=*) block=${arg#*=} ;;
+        blkbench.rand=*) rand=${arg#*=} ;;
+        blkbench.seed=*) seed=${arg#*=} ;;
+    esac
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+echo BLKBENCH-BEGIN
+/bench/blk_read /dev/vda seq "$seq" "$block" && /bench/blk_read /dev/vda rand "$rand" "$seed" && echo BLKBENCH-END
+RUN_EOF
+    chmod 755 "$tmp/layer/bench/run.sh"
+    # shellcheck source=scripts/guest/debcache.sh
+    busybox=$(KC_PROG=bench.sh; . scripts/guest/debcache.sh; kc_busybox_binary) || die "cannot get busybox for cpio"
+    (KC_PROG=bench.sh; . scripts/guest/debcache.sh; kc_pack_initramfs "$tmp/layer" "$tmp/layer.cpio.gz" "$busybox") ||
+        die "packing the benchmark's initrd layer failed"
+    eval "$(scripts/guest/fetch-guest.sh)"
+    # The kernel unpacks concatenated cpio archives in turn: the base initramfs, then the layer.
+    cat "$INITRD" "$tmp/layer.cpio.gz" >"$tmp/initrd-blk.img"
+    mkdir -p "$tmp/share"
+    head -c "${mib}M" /dev/urandom >"$tmp/share/blk.img" || die "cannot write the $mib MiB image"
+    export KVMSHARP_GUEST_KERNEL=$KERNEL KVMSHARP_AOT_BIN=$AOT_DIR/kvmsharp
+    export BENCH_BLK_INITRD=$tmp/initrd-blk.img BENCH_BLK_IMAGE=$tmp/share/blk.img
+    TESTBED_RW="$tmp/share${TESTBED_RW:+:$TESTBED_RW}" \
+        TESTBED_ENV="BENCH_BLK_INITRD BENCH_BLK_IMAGE BENCH_BLK_ROUNDS BENCH_BLK_SEQ_MIB BENCH_BLK_BLOCK_KIB BENCH_BLK_RAND_SECONDS BENCH_BLK_CACHE BENCH_BLK_TIMEOUT BENCH_BLK_AA ${TESTBED_ENV:-}" \
+        scripts/testbed/run-in-testbed.sh scripts/bench/blk-bench.sh
+}
+
 case ${1:-} in
     exit-roundtrip)
         [[ $# -eq 1 ]] || { usage; exit 2; }
@@ -394,6 +456,11 @@ case ${1:-} in
         require_kvm
         build_bench
         dirty_bench
+        ;;
+    blk)
+        [[ $# -eq 1 ]] || { usage; exit 2; }
+        [[ -n ${BENCH_BLK_AA:-} ]] || publish_aot
+        blk_bench
         ;;
     # boot) ... ;;   (later benchmarks go here)
     -h|--help|help)

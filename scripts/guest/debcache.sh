@@ -146,15 +146,38 @@ kc_skeleton() {
 }
 
 # Packs directory $1 into a gzip'd newc cpio archive $2, owned by root:root inside, with the
-# busybox in $1/bin/busybox (so the host needs no cpio package). Written to a temp file and
-# renamed, so a reader never sees half an archive.
+# busybox in $1/bin/busybox, or the busybox binary $3 (so the host needs no cpio package). Written
+# to a temp file and renamed, so a reader never sees half an archive.
 kc_pack_initramfs() {
-    local root=$1 out=$2
+    local root=$1 out=$2 busybox=${3:-$1/bin/busybox}
     (
         cd "$root"
-        find . -mindepth 1 | LC_ALL=C sort | "$root/bin/busybox" cpio -o -H newc -R 0:0 2>/dev/null
+        find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null
     ) | gzip -9 -n >"$out.tmp" || kc_die "packing the initramfs $out failed"
     mv "$out.tmp" "$out"
+}
+
+# Prints the path of a busybox binary from busybox-static (cached; for packing initrd layers).
+kc_busybox_binary() {
+    local ver dir
+    ver=$(kc_candidates busybox-static | awk '$1 == "busybox-static" { print $2 }')
+    if [[ -z $ver ]]; then
+        dir=$(kc_newest_cached "$(kc_cache_dir)/busybox" 'busybox-static_*')
+        [[ -n $dir ]] || kc_die "apt cannot resolve busybox-static and nothing is cached; run: apt-get update"
+    else
+        dir="$(kc_cache_dir)/busybox/busybox-static_$(kc_sanitize "$ver")"
+        if [[ ! -x $dir/busybox ]]; then
+            local deb tmp
+            deb=$(kc_fetch_deb busybox-static "$ver")
+            mkdir -p "${dir%/*}"
+            tmp=$(mktemp -d "${dir%/*}/.unpack.XXXXXX")
+            dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" ./bin/busybox || kc_die "no bin/busybox in $deb"
+            mkdir -p "$dir"
+            mv "$tmp/bin/busybox" "$dir/busybox"
+            rm -rf "$tmp"
+        fi
+    fi
+    echo "$dir/busybox"
 }
 
 # Writes the uncompressed ELF vmlinux embedded in bzImage $1 to $2 (what extract-vmlinux does):
@@ -179,3 +202,71 @@ kc_extract_vmlinux() {
 
 # Prints a short content hash of stdin (cache keys for generated /init scripts and module lists).
 kc_hash() { sha256sum | cut -c1-12; }
+
+# Decompressed contents of the kernel module file $1 (busybox insmod reads no compressed modules).
+kc_module_text() {
+    case $1 in
+        *.xz) xz -dc "$1" ;;
+        *.zst) zstd -qdc "$1" ;;
+        *.gz) gzip -dc "$1" ;;
+        *) cat "$1" ;;
+    esac
+}
+
+# Copies kernel modules "${@:3}" and everything they need from the unpacked module tree $1
+# (.../lib/modules/<release>) into directory $2 as flat, uncompressed NAME.ko files, and writes
+# $2/load-order: one name a line, each after its dependencies. Dependencies are each module's
+# depends= field, plus its crypto soft dependencies (softdep=pre: crypto-crc32c: ext4 and jbd2
+# ask the crypto API for crc32c at mount time, and without modprobe nothing would load it). Modules
+# built into the kernel (modules.builtin) are skipped, so one list serves the cloud flavour (ext4
+# built in) and the generic one (ext4 a module). Names treat - and _ alike, as the kernel does.
+kc_collect_modules() {
+    local tree=$1 out=$2 f n
+    shift 2
+    [[ -d $tree ]] || kc_die "no module tree at $tree"
+    local -A file_of=() builtin=() seen=()
+    local -a order=()
+    while IFS= read -r f; do
+        n=${f##*/}
+        n=${n%%.ko*}
+        file_of[${n//-/_}]=$f
+    done < <(find "$tree" -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz')
+    if [[ -f $tree/modules.builtin ]]; then
+        while IFS= read -r f; do
+            n=${f##*/}
+            n=${n%%.ko*}
+            builtin[${n//-/_}]=1
+        done <"$tree/modules.builtin"
+    fi
+    _kc_visit() {
+        local name=${1//-/_} optional=${2:-} file info deps soft d
+        [[ -n ${seen[$name]:-} || -n ${builtin[$name]:-} ]] && return 0
+        file=${file_of[$name]:-}
+        if [[ -z $file ]]; then
+            [[ -n $optional ]] && return 0
+            kc_die "kernel module $1 is neither in $tree nor built in (renamed?)"
+        fi
+        seen[$name]=1
+        info=$(kc_module_text "$file" | tr '\0' '\n' | grep -aE '^(depends|softdep)=' || true)
+        deps=$(sed -n 's/^depends=//p' <<<"$info" | head -n1)
+        for d in ${deps//,/ }; do _kc_visit "$d"; done
+        # "softdep=pre: crypto-crc32c post: ..." -> the generic implementation of each crypto- name.
+        soft=$(sed -n 's/^softdep=//p' <<<"$info" | awk '{ for (i = 1; i <= NF; i++) { if ($i == "pre:") p = 1; else if ($i ~ /:$/) p = 0; else if (p) print $i } }')
+        for d in $soft; do
+            [[ $d == crypto-* ]] || continue
+            d=${d#crypto-}
+            if [[ -n ${file_of[${d//-/_}_generic]:-} || -n ${builtin[${d//-/_}_generic]:-} ]]; then
+                _kc_visit "${d}_generic" optional
+            else
+                _kc_visit "$d" optional
+            fi
+        done
+        order+=("$name")
+    }
+    for n in "$@"; do _kc_visit "$n"; done
+    mkdir -p "$out"
+    for n in "${order[@]}"; do
+        kc_module_text "${file_of[$n]}" >"$out/$n.ko" || kc_die "cannot copy module $n"
+    done
+    printf '%s\n' "${order[@]}" >"$out/load-order"
+}

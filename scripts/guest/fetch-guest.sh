@@ -12,8 +12,19 @@
 #   KERNEL_RELEASE=6.1.0-NN-cloud-amd64
 # Progress and errors go to stderr.
 #
-# The guest's /init mounts devtmpfs, proc and sysfs, prints the marker line, then
-# `KVMSHARP-CPUS=<n>` (processors in /proc/cpuinfo), then acts on kvmsharp.cmd. Kernel cmdline:
+# The guest's /init mounts devtmpfs, proc and sysfs, loads the kernel's virtio modules (virtio-pci,
+# -blk, -console, -rng; and ext4 with its dependencies when it is a module, as in the generic
+# flavour; each module's depends= and crypto softdeps are followed when the initramfs is built, and
+# /init insmods them in that order), prints the marker line, then `KVMSHARP-CPUS=<n>` (processors in
+# /proc/cpuinfo). With root= on the kernel cmdline it then mounts that disk and switch_roots into it:
+#   root=/dev/vda          the root device (also LABEL=... or UUID=...), waited for up to
+#                          rootdelay= seconds (default 30)
+#   rootfstype=ext4        its type (default: detected); rootflags=... extra mount options
+#   ro | rw                read-only (the default, as with the kernel's own root=) or read-write
+#   init=/sbin/init        the root's init (default /sbin/init)
+# (scripts/guest/make-rootfs.sh builds a small ext4 root to boot so.) A root that does not appear
+# or does not mount is reported and /init goes on as without root=. Without root= it acts on
+# kvmsharp.cmd. Kernel cmdline:
 #   kvmsharp.marker=TEXT   marker line (also KVMSHARP_MARKER=TEXT, which the kernel hands to
 #                          init as an environment variable); default KVMSHARP-GUEST-READY or the
 #                          --marker given when the initramfs was built
@@ -22,6 +33,8 @@
 #   kvmsharp.cmd=poweroff  poweroff -f (without ACPI the kernel then halts all CPUs)
 #   kvmsharp.cmd=reboot    reboot -f (pair with reboot=t, triple fault, or reboot=k, i8042)
 #   kvmsharp.cmd=halt      halt -f
+#   kvmsharp.run=PROG      runs PROG (a file in the initramfs, e.g. from an initrd layer appended
+#                          to INITRD) after the markers, before root= or kvmsharp.cmd
 # (No "write an exit code to a port" command: the cloud kernel has no /dev/port, CONFIG_DEVPORT
 # is off, and busybox has no outb applet.)
 # A suitable cmdline: "console=ttyS0 quiet kvmsharp.cmd=poweroff" (add panic=-1 to end on panic).
@@ -72,19 +85,94 @@ mount -t sysfs sysfs /sys
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>/dev/null
 exec </dev/console >/dev/console 2>&1
 
+# The kernel's virtio drivers (and ext4 when it is a module), dependencies first; there is no
+# modprobe here. A module whose device is absent loads anyway and waits for one. Another kernel
+# (e.g. the testbed's generic vmlinux booted with this initramfs) finds none for its release.
+mods=/lib/modules/$(uname -r)
+if [ -f "$mods/load-order" ]; then
+    while read -r m; do
+        insmod "$mods/$m.ko" || echo "kvmsharp init: insmod $m failed"
+    done <"$mods/load-order"
+else
+    echo "kvmsharp init: no modules for kernel $(uname -r) in this initramfs (virtio devices unusable)"
+fi
+
 marker=${KVMSHARP_MARKER:-@MARKER@}
 cmd=${KVMSHARP_CMD:-shell}
+run='' root='' rootfstype='' rootflags='' rootmode=ro newinit=/sbin/init rootdelay=30
 set -f
 for arg in $(cat /proc/cmdline); do
     case $arg in
         kvmsharp.marker=*) marker=${arg#*=} ;;
         kvmsharp.cmd=*) cmd=${arg#*=} ;;
+        kvmsharp.run=*) run=${arg#*=} ;;
+        root=*) root=${arg#*=} ;;
+        rootfstype=*) rootfstype=${arg#*=} ;;
+        rootflags=*) rootflags=${arg#*=} ;;
+        rootdelay=*) rootdelay=${arg#*=} ;;
+        ro) rootmode=ro ;;
+        rw) rootmode=rw ;;
+        init=*) newinit=${arg#*=} ;;
     esac
 done
 set +f
 
 echo "$marker"
 echo "KVMSHARP-CPUS=$(grep -c '^processor' /proc/cpuinfo)"
+
+# kvmsharp.run=PROG: run a program of the initramfs first (e.g. one an appended initrd layer
+# brings, as scripts/bench.sh blk does), then go on.
+if [ -n "$run" ]; then
+    if [ -x "$run" ]; then "$run"; else echo "kvmsharp init: kvmsharp.run=$run is not an executable file"; fi
+fi
+
+# root=DEV (/dev/vda, LABEL=..., UUID=...): mount it (read-only unless rw, like the kernel) and
+# switch_root into its init (init=, default /sbin/init). A root that cannot be mounted is reported
+# and the kvmsharp.cmd action below runs instead.
+mount_root() {
+    local dev=$root waited=0 opts
+    case $dev in
+        LABEL=* | UUID=*) ;;
+        /dev/*) ;;
+        *) echo "kvmsharp init: root=$root: give a /dev/ path, LABEL= or UUID="; return 1 ;;
+    esac
+    # The disk appears when its driver probes it; wait up to rootdelay= seconds (default 30).
+    while :; do
+        case $dev in
+            LABEL=* | UUID=*) dev=$(findfs "$root" 2>/dev/null) || dev=$root ;;
+        esac
+        [ -b "$dev" ] && break
+        if [ "$waited" -ge $((rootdelay * 10)) ]; then
+            echo "kvmsharp init: root device $root did not appear in ${rootdelay}s; block devices: $(ls /sys/block 2>/dev/null | tr '\n' ' ')"
+            return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    opts=$rootmode${rootflags:+,$rootflags}
+    mkdir -p /newroot
+    if ! mount ${rootfstype:+-t "$rootfstype"} -o "$opts" "$dev" /newroot; then
+        echo "kvmsharp init: cannot mount $dev (${rootfstype:-auto}, $opts) on /newroot"
+        return 1
+    fi
+    if [ ! -e "/newroot$newinit" ] && [ ! -L "/newroot$newinit" ]; then
+        echo "kvmsharp init: no $newinit in the root filesystem on $dev (init=)"
+        umount /newroot
+        return 1
+    fi
+    # busybox switch_root moves only the root: carry /dev (with /dev/pts), /proc and /sys along.
+    umount /dev/pts 2>/dev/null
+    for d in dev proc sys; do
+        if [ -d "/newroot/$d" ]; then mount --move "/$d" "/newroot/$d"; else umount -l "/$d"; fi
+    done
+    echo "kvmsharp init: root $dev ($rootmode) mounted, switching to $newinit"
+    exec switch_root -c /dev/console /newroot "$newinit"
+}
+if [ -n "$root" ]; then
+    mount_root
+    # Only reached when the root could not be used: /dev, /proc, /sys are still here.
+    echo "kvmsharp init: staying in the initramfs (kvmsharp.cmd=$cmd)"
+fi
 
 case $cmd in
     poweroff) poweroff -f ;;
@@ -104,9 +192,15 @@ while :; do sleep 3600; done
 INIT_EOF
 INIT=${INIT//@MARKER@/$marker}
 
+# Kernel modules the guest loads at boot (with their dependencies, see kc_collect_modules): the
+# virtio transport and the virtio-blk/-console/-rng drivers (all modules in Debian's 6.1 kernels),
+# and ext4 for the generic flavour (built into cloud; built-in ones are skipped).
+MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
+virtio_console virtio-rng rng-core ext4"
+
 cache=$(kc_cache_dir)
 base="$cache/guest"
-key_suffix="+$(printf '%s\n' "$INIT" | kc_hash)"
+key_suffix="+$(printf '%s\n%s\n' "$INIT" "$MODULES" | kc_hash)"
 
 kpkg='' kver='' bbver=''
 read -r kpkg kver bbver < <(kc_resolve_kernel "$flavour") || true
@@ -132,10 +226,10 @@ build() {
     kdeb=$(kc_fetch_deb "$kpkg" "$kver")
     bdeb=$(kc_fetch_deb busybox-static "$bbver")
 
-    # Only ./boot is needed from the kernel package (no modules: the guest needs none).
+    # The kernel and its modules (of which the initramfs takes the few in $MODULES).
     mkdir -p "$tmp/k"
-    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' ||
-        kc_die "no /boot/vmlinuz-* in $kdeb"
+    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' './lib/modules/*' ||
+        kc_die "no /boot/vmlinuz-* or /lib/modules in $kdeb"
     local vmlinuz
     vmlinuz=$(find "$tmp/k/boot" -name 'vmlinuz-*' | head -n1)
     release=${vmlinuz##*/vmlinuz-}
@@ -143,6 +237,9 @@ build() {
     kc_unpack_deb "$bdeb" "$tmp/bb"
     kc_skeleton "$tmp/root"
     kc_install_busybox "$tmp/bb" "$tmp/root"
+    # shellcheck disable=SC2086 # the list is word-split on purpose
+    kc_collect_modules "$tmp/k/lib/modules/$release" "$tmp/root/lib/modules/$release" $MODULES
+    rm -rf "$tmp/k/lib"
     printf '%s\n' "$INIT" >"$tmp/root/init"
     chmod 755 "$tmp/root/init"
 
@@ -152,7 +249,7 @@ build() {
     echo "$release" >"$tmp/out/release"
     rm -rf "$dir"
     mv "$tmp/out" "$dir"
-    kc_log "built $dir ($(du -h "$dir/initrd.img" | cut -f1) initramfs)"
+    kc_log "built $dir ($(du -h "$dir/initrd.img" | cut -f1) initramfs; modules: $(tr '\n' ' ' <"$tmp/root/lib/modules/$release/load-order"))"
 }
 
 if [[ ! -s $dir/vmlinuz || ! -s $dir/initrd.img || ! -s $dir/release ]]; then

@@ -71,6 +71,22 @@ public sealed unsafe class KvmVcpu : IDisposable
         fixed (kvm_sregs* p = &sregs) NativeIoctl.Checked(Fd, KvmIoctls.KVM_SET_SREGS, p);
     }
 
+    /// <summary>KVM_TRANSLATE: the guest-physical address of a linear address in the vCPU's current paging mode. Allocation-free.</summary>
+    public bool TryTranslate(ulong linear, out ulong physical, out bool writeable)
+    {
+        var translation = new kvm_translation { linear_address = linear };
+        int result = NativeIoctl.Invoke(Fd, KvmIoctls.KVM_TRANSLATE, &translation);
+        physical = translation.physical_address;
+        writeable = translation.writeable != 0;
+        return result >= 0 && translation.valid != 0;
+    }
+
+    /// <summary>KVM_GET_XSAVE into a caller's buffer (4 KiB, standard format). Allocation-free.</summary>
+    public void GetXsave(kvm_xsave* area) => NativeIoctl.Checked(Fd, KvmIoctls.KVM_GET_XSAVE, area);
+
+    /// <summary>KVM_SET_XSAVE from a caller's buffer.</summary>
+    public void SetXsave(kvm_xsave* area) => NativeIoctl.Checked(Fd, KvmIoctls.KVM_SET_XSAVE, area);
+
     /// <summary>KVM_GET_LAPIC: the in-kernel local APIC's register page (needs KVM_CREATE_IRQCHIP).</summary>
     public kvm_lapic_state GetLapic()
     {

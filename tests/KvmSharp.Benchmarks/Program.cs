@@ -18,6 +18,8 @@ const string Usage = """
       dirty-throughput MODE [SECONDS]              guest pages written per second while the host harvests back to back (default 3 s)
       dirty-check                                  the exact-set dirty-log harvest checks of the integration tests in every
                                                    mode this KVM offers (bitmap, manual-protect, ring, ring-full)
+      tracking-check [ITERATIONS]                  issue 9's page-tracking checks: no locked update lost on 2 and 4 vCPUs, stores
+                                                   KVM cannot emulate completed, one report per instruction (default 1000)
       smm-check                                    SMM memslots (as_id 1) and tracking in both address spaces on this KVM
       memslot-differential [STEPS [FILL_ONE_IN]]   the memslot differential of the integration tests (default 20000 steps,
                                                    no sequence starting near the id limit; FILL_ONE_IN=N: one in N does)
@@ -50,6 +52,8 @@ try
         ["dirty-throughput", var mode, var seconds] => DirtyThroughputBench.Run(mode, ParseInt(seconds, "SECONDS", 1)),
         ["dirty-check"] => DirtyLogCheck.Run(),
         ["smm-check"] => SmmCheck.Run(),
+        ["tracking-check"] => TrackingCheck.Run(1000),
+        ["tracking-check", var iterations] => TrackingCheck.Run(ParseInt(iterations, "ITERATIONS", 1)),
         ["memslot-differential", .. var rest] when rest.Length <= 2 => MemslotDifferentialCheck.Run(
             rest.Length > 0 ? ParseInt(rest[0], "STEPS", 1) : MemslotDifferentialCheck.DefaultSteps,
             rest.Length > 1 ? ParseInt(rest[1], "FILL_ONE_IN", 0) : 0),

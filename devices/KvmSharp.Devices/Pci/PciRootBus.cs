@@ -17,7 +17,7 @@ namespace KvmSharp.Devices.Pci;
 /// </code>
 /// </example>
 /// <remarks>Configuration accesses look functions up without a lock (the slot table is an immutable array swapped on attach).</remarks>
-public sealed class PciRootBus
+public sealed class PciRootBus : IDisposable
 {
     /// <summary>First port of configuration mechanism #1 (CONFIG_ADDRESS).</summary>
     public const ulong ConfigPortsBase = 0xcf8;
@@ -101,6 +101,22 @@ public sealed class PciRootBus
             next[slot * PciAddress.FunctionsPerDevice] = function;
             Volatile.Write(ref _functions, next);
             return address;
+        }
+    }
+
+    /// <summary>Dispose every attached function that is disposable (unmapping its BARs, releasing its vectors and device); the bus answers all-ones afterwards.</summary>
+    public void Dispose()
+    {
+        IPciFunction?[] functions;
+        lock (_attachLock)
+        {
+            functions = _functions;
+            Volatile.Write(ref _functions, new IPciFunction?[functions.Length]);
+        }
+
+        foreach (IPciFunction? function in functions)
+        {
+            (function as IDisposable)?.Dispose();
         }
     }
 

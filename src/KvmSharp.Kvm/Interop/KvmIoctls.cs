@@ -40,6 +40,7 @@ internal static unsafe class KvmIoctls
     public static readonly uint KVM_SET_REGS = IOW(KVMIO, 0x82, sizeof(kvm_regs));
     public static readonly uint KVM_GET_SREGS = IOR(KVMIO, 0x83, sizeof(kvm_sregs));
     public static readonly uint KVM_SET_SREGS = IOW(KVMIO, 0x84, sizeof(kvm_sregs));
+    public static readonly uint KVM_TRANSLATE = IOWR(KVMIO, 0x85, sizeof(kvm_translation));
     public static readonly uint KVM_GET_MSRS = IOWR(KVMIO, 0x88, sizeof(kvm_msrs));
     public static readonly uint KVM_SET_MSRS = IOW(KVMIO, 0x89, sizeof(kvm_msrs));
     public static readonly uint KVM_SET_SIGNAL_MASK = IOW(KVMIO, 0x8b, sizeof(kvm_signal_mask));
@@ -49,6 +50,8 @@ internal static unsafe class KvmIoctls
     public static readonly uint KVM_SET_LAPIC = IOW(KVMIO, 0x8f, sizeof(kvm_lapic_state));
     public static readonly uint KVM_SET_CPUID2 = IOW(KVMIO, 0x90, sizeof(kvm_cpuid2));
     public static readonly uint KVM_GET_CPUID2 = IOWR(KVMIO, 0x91, sizeof(kvm_cpuid2));
+    public static readonly uint KVM_GET_XSAVE = IOR(KVMIO, 0xa4, sizeof(kvm_xsave));
+    public static readonly uint KVM_SET_XSAVE = IOW(KVMIO, 0xa5, sizeof(kvm_xsave));
 
     /// <summary>Name of a request number, for error messages (never on the hot path).</summary>
     public static string NameOf(uint request)

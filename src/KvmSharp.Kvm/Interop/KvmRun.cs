@@ -67,6 +67,23 @@ public unsafe struct kvm_run_internal
     public fixed ulong data[16];
 }
 
+/// <summary>KVM_INTERNAL_ERROR_EMULATION with KVM_CAP_EXIT_ON_EMULATION_FAILURE: the bytes of the instruction KVM could not emulate.</summary>
+[KvmLayout("struct kvm_run", "emulation_failure", kvm_run.ExitUnionOffset), StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_run_emulation_failure
+{
+    public uint suberror;
+    public uint ndata;
+    public ulong flags;
+    public byte insn_size;
+    public fixed byte insn_bytes[15];
+}
+
+public static class KvmInternalError
+{
+    public const uint KVM_INTERNAL_ERROR_EMULATION = 1;
+    public const ulong KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = 1;
+}
+
 [KvmLayout("struct kvm_run", "system_event", kvm_run.ExitUnionOffset), StructLayout(LayoutKind.Sequential)]
 public unsafe struct kvm_run_system_event
 {

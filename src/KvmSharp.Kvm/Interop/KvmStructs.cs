@@ -159,6 +159,24 @@ public unsafe struct kvm_enable_cap
     public fixed byte pad[64];
 }
 
+[KvmLayout("struct kvm_translation"), StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_translation
+{
+    public ulong linear_address;
+    public ulong physical_address;
+    public byte valid;
+    public byte writeable;
+    public byte usermode;
+    public fixed byte pad[5];
+}
+
+/// <summary>The vCPU's XSAVE area in the standard (non-compacted) format, as KVM_GET_XSAVE returns it.</summary>
+[KvmLayout("struct kvm_xsave"), StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_xsave
+{
+    public fixed uint region[1024];
+}
+
 /// <summary>Header of kvm_signal_mask; the sigset bytes follow it.</summary>
 [KvmLayout("struct kvm_signal_mask"), StructLayout(LayoutKind.Sequential)]
 public struct kvm_signal_mask

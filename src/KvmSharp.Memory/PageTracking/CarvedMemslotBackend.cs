@@ -22,6 +22,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     private readonly Dictionary<uint, List<KernelSlotPiece>> _pieces = new();
     private readonly Dictionary<uint, Memslot> _userSlots = new();
     private readonly Dictionary<uint, ulong[]> _tracked = new();
+    private readonly Dictionary<uint, HashSet<ulong>> _accessTrapped = new();
     private readonly HashSet<uint> _carved = new();
     private readonly HashSet<uint> _coarse = new();
     private readonly Dictionary<uint, uint> _pieceOwner = new();
@@ -93,7 +94,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     private int Delete(uint packed, in kvm_userspace_memory_region region)
     {
         var pieces = _pieces[packed];
-        if (pieces.Count == 1)
+        if (pieces.Count == 1 && pieces[0].KernelId == (ushort)packed)
         {
             int result = _kernel.SetUserMemoryRegion(region);
             if (result != 0) return result;
@@ -112,9 +113,11 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             }
         }
         ReleasePieces(packed, pieces);
+        if (!pieces.Any(p => p.KernelId == (ushort)packed)) FreeIds((ushort)(packed >> 16)).Add((ushort)packed); // reserved with no piece holding it
         _pieces.Remove(packed);
         _userSlots.Remove(packed);
         _tracked.Remove(packed);
+        _accessTrapped.Remove(packed);
         _carved.Remove(packed);
         _coarse.Remove(packed);
         _softDirty = _softDirty.Remove(packed);
@@ -141,6 +144,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         _userSlots[packed] = moved;
         _pieces[packed] = [piece];
         _tracked.Remove(packed);
+        _accessTrapped.Remove(packed);
         _carved.Remove(packed);
         _coarse.Remove(packed);
         StartSoftDirtyIfLoggingStarts(packed, user, moved.Flags);
@@ -177,14 +181,26 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         if (loggingStarts && _softDirty.ContainsKey(packed)) _softDirty = _softDirty.SetItem(packed, new ulong[BitmapWords(user)]);
     }
 
-    /// <summary>Re-carve a user slot for the given tracked gfns; 0 or -errno, with nothing changed on failure.</summary>
-    public int Relayout(uint packed, IEnumerable<ulong> trackedGfns)
+    /// <summary>
+    /// Re-carve a user slot for the given tracked gfns, those in <paramref name="accessTrappedGfns"/>
+    /// without any kernel slot; 0 or -errno, with nothing changed on failure.
+    /// </summary>
+    public int Relayout(uint packed, IEnumerable<ulong> trackedGfns, IEnumerable<ulong>? accessTrappedGfns = null)
     {
         if (!_userSlots.TryGetValue(packed, out var user)) return -Errno.ENOENT;
         var tracked = trackedGfns.Where(user.ContainsGfn).Distinct().Order().ToArray();
+        var previousAccessTrapped = _accessTrapped.GetValueOrDefault(packed);
+        var accessTrapped = accessTrappedGfns?.Where(user.ContainsGfn).ToHashSet();
+        if (accessTrapped is { Count: > 0 }) _accessTrapped[packed] = accessTrapped;
+        else _accessTrapped.Remove(packed);
         var (layout, coarse) = Plan(packed, user, tracked);
         int result = Reshape(packed, user, layout);
-        if (result != 0) return result;
+        if (result != 0)
+        {
+            if (previousAccessTrapped is not null) _accessTrapped[packed] = previousAccessTrapped;
+            else _accessTrapped.Remove(packed);
+            return result;
+        }
         if (tracked.Length > 0) _tracked[packed] = tracked;
         else _tracked.Remove(packed);
         MarkCoarse(packed, coarse);
@@ -195,9 +211,10 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     // The fine carving if the ids it needs are free, else the finest carving that fits in them.
     private (List<KernelSlotPiece> Layout, bool Coarse) Plan(uint packed, Memslot user, ulong[] tracked)
     {
-        var fine = KernelSlotLayout.Compute(user, tracked);
+        var accessTrapped = _accessTrapped.GetValueOrDefault(packed);
+        var fine = KernelSlotLayout.Compute(user, tracked, accessTrapped: accessTrapped);
         int available = _pieces[packed].Count + FreeIds(user.AddressSpace).Count;
-        return fine.Count <= available ? (fine, false) : (KernelSlotLayout.Compute(user, tracked, available), true);
+        return fine.Count <= available ? (fine, false) : (KernelSlotLayout.Compute(user, tracked, Math.Max(1, available), accessTrapped), true);
     }
 
     private void MarkCoarse(uint packed, bool coarse)
@@ -238,7 +255,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             if (most == 1) return -Errno.ENOSPC; // every slot is one piece: the user holds every id
             int cap = Math.Max(1, most - (needed - free.Count));
             var user = _userSlots[victim];
-            int result = Reshape(victim, user, KernelSlotLayout.Compute(user, _tracked.GetValueOrDefault(victim) ?? [], cap));
+            int result = Reshape(victim, user, KernelSlotLayout.Compute(user, _tracked.GetValueOrDefault(victim) ?? [], cap, _accessTrapped.GetValueOrDefault(victim)));
             if (result != 0) return result;
             MarkCoarse(victim, true);
         }
@@ -255,6 +272,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         var removed = current.Where(old => !kept.Contains(old)).ToList();
         // Ids of removed pieces are reused first (in address order), then free ones from the top.
         var reusable = new Queue<ushort>(removed.Select(p => p.KernelId).Where(id => id != user.Id));
+        bool userIdInKernel = current.Any(p => p.KernelId == user.Id) && !removed.Any(p => p.KernelId == user.Id);
         var free = FreeIds(user.AddressSpace).Descending().GetEnumerator();
         var assigned = new List<KernelSlotPiece>(desired.Count);
         var created = new List<KernelSlotPiece>();
@@ -267,7 +285,8 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
                 continue;
             }
             ushort id;
-            if (w == 0) id = user.Id; // the first piece always holds the user's id
+            // The first piece holds the user's id (a slot whose head has no kernel slot: its first piece that has one).
+            if (!userIdInKernel && !assigned.Any(p => p.KernelId == user.Id)) id = user.Id;
             else if (reusable.Count > 0) id = reusable.Dequeue();
             else if (free.MoveNext()) id = free.Current;
             else return -Errno.ENOSPC;
@@ -288,7 +307,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             Quiescer.Release();
         }
 
-        ReleasePieces(packed, removed);
+        ReleasePieces(packed, removed, keep: user.Id);
         foreach (var piece in created)
         {
             FreeIds(piece.AddressSpace).Remove(piece.KernelId);
@@ -319,12 +338,13 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         return 0;
     }
 
-    private void ReleasePieces(uint owner, IEnumerable<KernelSlotPiece> pieces)
+    // The user's own id (<paramref name="keep"/>) stays reserved while the user slot exists, even with no piece holding it.
+    private void ReleasePieces(uint owner, IEnumerable<KernelSlotPiece> pieces, int keep = -1)
     {
         foreach (var piece in pieces)
         {
             if (_pieceOwner.TryGetValue(piece.PackedSlot, out uint holder) && holder == owner) _pieceOwner.Remove(piece.PackedSlot);
-            FreeIds(piece.AddressSpace).Add(piece.KernelId);
+            if (piece.KernelId != keep) FreeIds(piece.AddressSpace).Add(piece.KernelId);
         }
     }
 

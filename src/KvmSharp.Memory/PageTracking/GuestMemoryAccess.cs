@@ -6,7 +6,7 @@ namespace KvmSharp.Memory.PageTracking;
 /// Loads and stores of 1, 2, 4 or 8 bytes as single instructions, so an emulated guest access is as
 /// atomic as the guest's own (an aligned qword is never torn); other sizes are copied.
 /// </summary>
-internal static unsafe class GuestMemoryAccess
+public static unsafe class GuestMemoryAccess
 {
     public static void Load(byte* host, Span<byte> data)
     {
@@ -33,4 +33,22 @@ internal static unsafe class GuestMemoryAccess
     }
 
     public static bool Matches(byte* host, ReadOnlySpan<byte> data) => new ReadOnlySpan<byte>(host, data.Length).SequenceEqual(data);
+
+    /// <summary>An atomic load of 1, 2, 4 or 8 bytes, zero-extended.</summary>
+    public static ulong LoadAtomic(byte* host, int width) => width switch
+    {
+        1 => Volatile.Read(ref *host),
+        2 => Volatile.Read(ref *(ushort*)host),
+        4 => Volatile.Read(ref *(uint*)host),
+        _ => Volatile.Read(ref *(ulong*)host),
+    };
+
+    /// <summary>A locked compare-exchange of 1, 2, 4 or 8 bytes on guest memory (the guest's own lock cmpxchg); true when it stored.</summary>
+    public static bool CompareExchange(byte* host, int width, ulong expected, ulong value) => width switch
+    {
+        1 => Interlocked.CompareExchange(ref *host, (byte)value, (byte)expected) == (byte)expected,
+        2 => Interlocked.CompareExchange(ref *(ushort*)host, (ushort)value, (ushort)expected) == (ushort)expected,
+        4 => Interlocked.CompareExchange(ref *(uint*)host, (uint)value, (uint)expected) == (uint)expected,
+        _ => Interlocked.CompareExchange(ref *(ulong*)host, value, expected) == expected,
+    };
 }

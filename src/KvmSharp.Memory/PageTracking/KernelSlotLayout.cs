@@ -5,49 +5,60 @@ namespace KvmSharp.Memory.PageTracking;
 
 /// <summary>
 /// How a user memslot is cut into kernel memslots: maximal runs of untracked pages keep the slot's
-/// flags, maximal runs of tracked pages become read-only (adjacent tracked gfns share one piece).
-/// When kernel ids run short, a slot is carved coarser: tracked runs merge across the smallest
-/// untracked gaps (then across the slot's head and tail) until at most <c>maxPieces</c> remain; the
-/// untracked pages inside a merged read-only piece then trap too, and are written but not reported.
-/// Pure: ids are assigned later, the first piece always takes the user's own id.
+/// flags, maximal runs of write-trapped pages become read-only (adjacent tracked gfns share one
+/// piece), and runs of access-trapped pages (<see cref="TrackingMode.TrapAccesses"/>) get no kernel
+/// slot at all, so reads exit too. When kernel ids run short, a slot is carved coarser: tracked runs
+/// merge across the smallest untracked gaps (then across the slot's head and tail) until at most
+/// <c>maxPieces</c> remain; the untracked pages inside a merged run then trap too, and are written
+/// but not reported (a merged run is access-trapped when either part was). Pure: ids are assigned
+/// later, the first piece always takes the user's own id.
 /// </summary>
 public static class KernelSlotLayout
 {
-    public static List<KernelSlotPiece> Compute(Memslot slot, IEnumerable<ulong> trackedGfns, int maxPieces = int.MaxValue)
+    public static List<KernelSlotPiece> Compute(Memslot slot, IEnumerable<ulong> trackedGfns, int maxPieces = int.MaxValue, IReadOnlySet<ulong>? accessTrapped = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxPieces, 1);
         // A user read-only slot traps every write already (they are the user's MMIO): one piece.
         if ((slot.Flags & KvmMemFlags.KVM_MEM_READONLY) != 0)
             return [PieceOf(slot, slot.BaseGfn, slot.EndGfn, tracked: true, first: true)];
 
-        var runs = TrackedRuns(slot, trackedGfns);
+        var runs = TrackedRuns(slot, trackedGfns, accessTrapped);
         if (runs.Count > 0)
         {
-            int Count() => (2 * runs.Count) - 1 + (runs[0].Start > slot.BaseGfn ? 1 : 0) + (runs[^1].End < slot.EndGfn ? 1 : 0);
-            // Merging two runs across their gap saves two pieces: smallest gaps first (lowest address on a tie).
+            int Count()
+            {
+                int count = (runs[0].Start > slot.BaseGfn ? 1 : 0) + (runs[^1].End < slot.EndGfn ? 1 : 0);
+                for (int i = 0; i < runs.Count; i++)
+                {
+                    if (!runs[i].NoSlot) count++;
+                    if (i > 0 && runs[i].Start > runs[i - 1].End) count++;
+                }
+                return count;
+            }
+            // Merging two runs across their gap saves pieces: smallest gaps first (lowest address on a tie).
             while (Count() > maxPieces && runs.Count > 1)
             {
                 int best = 0;
                 for (int i = 1; i < runs.Count - 1; i++)
                     if (runs[i + 1].Start - runs[i].End < runs[best + 1].Start - runs[best].End) best = i;
-                runs[best] = (runs[best].Start, runs[best + 1].End);
+                runs[best] = (runs[best].Start, runs[best + 1].End, runs[best].NoSlot || runs[best + 1].NoSlot);
                 runs.RemoveAt(best + 1);
             }
-            // Then the untracked head and tail join the read-only run, the smaller one first.
-            while (Count() > maxPieces)
+            // Then the untracked head and tail join the trapped run, the smaller one first.
+            while (Count() > maxPieces && (runs[0].Start > slot.BaseGfn || runs[0].End < slot.EndGfn))
             {
                 ulong head = runs[0].Start - slot.BaseGfn, tail = slot.EndGfn - runs[0].End;
-                if (head > 0 && (tail == 0 || head <= tail)) runs[0] = (slot.BaseGfn, runs[0].End);
-                else runs[0] = (runs[0].Start, slot.EndGfn);
+                if (head > 0 && (tail == 0 || head <= tail)) runs[0] = (slot.BaseGfn, runs[0].End, runs[0].NoSlot);
+                else runs[0] = (runs[0].Start, slot.EndGfn, runs[0].NoSlot);
             }
         }
 
         var pieces = new List<KernelSlotPiece>();
         ulong cursor = slot.BaseGfn;
-        foreach (var (start, end) in runs)
+        foreach (var (start, end, noSlot) in runs)
         {
             Add(cursor, start, tracked: false);
-            Add(start, end, tracked: true);
+            if (!noSlot) Add(start, end, tracked: true);
             cursor = end;
         }
         Add(cursor, slot.EndGfn, tracked: false);
@@ -59,14 +70,15 @@ public static class KernelSlotLayout
         }
     }
 
-    /// <summary>Maximal runs [Start, End) of tracked gfns inside the slot, in address order.</summary>
-    private static List<(ulong Start, ulong End)> TrackedRuns(Memslot slot, IEnumerable<ulong> trackedGfns)
+    /// <summary>Maximal runs [Start, End) of tracked gfns of one mode inside the slot, in address order.</summary>
+    private static List<(ulong Start, ulong End, bool NoSlot)> TrackedRuns(Memslot slot, IEnumerable<ulong> trackedGfns, IReadOnlySet<ulong>? accessTrapped)
     {
-        var runs = new List<(ulong Start, ulong End)>();
+        var runs = new List<(ulong Start, ulong End, bool NoSlot)>();
         foreach (ulong gfn in trackedGfns.Where(slot.ContainsGfn).Distinct().Order())
         {
-            if (runs.Count > 0 && runs[^1].End == gfn) runs[^1] = (runs[^1].Start, gfn + 1);
-            else runs.Add((gfn, gfn + 1));
+            bool noSlot = accessTrapped?.Contains(gfn) ?? false;
+            if (runs.Count > 0 && runs[^1].End == gfn && runs[^1].NoSlot == noSlot) runs[^1] = (runs[^1].Start, gfn + 1, noSlot);
+            else runs.Add((gfn, gfn + 1, noSlot));
         }
         return runs;
     }
@@ -98,7 +110,8 @@ public static class KernelSlotLayout
         IEnumerable<KernelSlotPiece> kernelSlots,
         int kernelSlotCount,
         int idsPerAddressSpace,
-        IReadOnlyDictionary<ushort, int>? unlistedSlots = null)
+        IReadOnlyDictionary<ushort, int>? unlistedSlots = null,
+        Func<Memslot, IReadOnlyCollection<ulong>>? accessTrappedGfns = null)
     {
         var problems = new List<string>();
         var allPieces = new List<KernelSlotPiece>();
@@ -108,12 +121,13 @@ public static class KernelSlotLayout
         foreach (var user in userSlots)
         {
             var tracked = trackedGfns(user).Where(user.ContainsGfn).ToHashSet();
+            var accessTrapped = (accessTrappedGfns?.Invoke(user) ?? []).Where(tracked.Contains).ToHashSet();
             var pieces = piecesOf(user).OrderBy(p => p.GuestPhysAddr).ToList();
             allPieces.AddRange(pieces);
-            var fine = Compute(user, tracked);
+            var fine = Compute(user, tracked, accessTrapped: accessTrapped);
             fineTotal[user.AddressSpace] = fineTotal.GetValueOrDefault(user.AddressSpace) + fine.Count;
             int before = problems.Count;
-            CheckSlot(user, tracked, pieces, problems);
+            CheckSlot(user, tracked, accessTrapped, pieces, problems);
             if (problems.Count > before) continue;
             bool isFine = pieces.Count == fine.Count && pieces.Zip(fine).All(pair => pair.First.SameShape(pair.Second));
             if (!isFine) coarse.Add(user);
@@ -142,11 +156,11 @@ public static class KernelSlotLayout
         return problems;
     }
 
-    private static void CheckSlot(Memslot user, HashSet<ulong> tracked, List<KernelSlotPiece> pieces, List<string> problems)
+    private static void CheckSlot(Memslot user, HashSet<ulong> tracked, HashSet<ulong> accessTrapped, List<KernelSlotPiece> pieces, List<string> problems)
     {
         if (pieces.Count == 0)
         {
-            problems.Add($"{user}: no kernel piece");
+            if (accessTrapped.Count == 0) problems.Add($"{user}: no kernel piece");
             return;
         }
         uint readOnly = KvmMemFlags.KVM_MEM_READONLY;
@@ -155,21 +169,30 @@ public static class KernelSlotLayout
         {
             var piece = pieces[i];
             string where = $"{user}: piece {piece.KernelId} gpa 0x{piece.GuestPhysAddr:x}+0x{piece.Size:x}";
-            if (piece.GuestPhysAddr != cursor) problems.Add($"{where} starts at 0x{piece.GuestPhysAddr:x}, expected 0x{cursor:x} (gap or overlap)");
+            // A gap is right only where access-trapped gfns are (they have no kernel slot).
+            if (piece.GuestPhysAddr != cursor && !(piece.GuestPhysAddr > cursor && HoldsAccessTrapped(cursor, piece.GuestPhysAddr)))
+                problems.Add($"{where} starts at 0x{piece.GuestPhysAddr:x}, expected 0x{cursor:x} (gap or overlap)");
             if (piece.Size == 0) problems.Add($"{where} is empty");
             if (piece.AddressSpace != user.AddressSpace) problems.Add($"{where} is in address space {piece.AddressSpace}");
             if (piece.HostAddress != user.HostAddressOf(piece.GuestPhysAddr)) problems.Add($"{where} maps hva 0x{piece.HostAddress:x}, expected 0x{user.HostAddressOf(piece.GuestPhysAddr):x}");
             if (piece.Flags != user.Flags && piece.Flags != (user.Flags | readOnly)) problems.Add($"{where} has flags 0x{piece.Flags:x}, the user's are 0x{user.Flags:x}");
-            if (i > 0 && piece.Flags == pieces[i - 1].Flags) problems.Add($"{where} has the flags of the piece before it: not the fewest pieces");
+            if (i > 0 && piece.Flags == pieces[i - 1].Flags && piece.GuestPhysAddr == cursor) problems.Add($"{where} has the flags of the piece before it: not the fewest pieces");
             ulong first = piece.GuestPhysAddr >> Memslot.PageShift, end = first + (piece.Size >> Memslot.PageShift);
             bool pieceReadOnly = (piece.Flags & readOnly) != 0;
             bool anyTracked = tracked.Any(g => g >= first && g < end);
+            if (accessTrapped.Any(g => g >= first && g < end)) problems.Add($"{where} maps access-trapped gfns, which must have no kernel slot");
             if (!pieceReadOnly && anyTracked) problems.Add($"{where} is writable but holds tracked gfns");
             if (pieceReadOnly && (user.Flags & readOnly) == 0 && !anyTracked) problems.Add($"{where} is read-only but holds no tracked gfn");
             cursor = piece.GuestPhysAddr + piece.Size;
         }
-        if (cursor != user.GuestPhysAddr + user.Size) problems.Add($"{user}: pieces end at 0x{cursor:x}, the slot at 0x{user.GuestPhysAddr + user.Size:x}");
-        if (pieces[0].KernelId != user.Id) problems.Add($"{user}: its first piece has kernel id {pieces[0].KernelId}, not the user's id");
+        if (cursor != user.GuestPhysAddr + user.Size && !HoldsAccessTrapped(cursor, user.GuestPhysAddr + user.Size))
+            problems.Add($"{user}: pieces end at 0x{cursor:x}, the slot at 0x{user.GuestPhysAddr + user.Size:x}");
+        // With access-trapped gfns the user's id may sit on a later piece (one with a head gap was kept while the head changed).
+        if (pieces[0].KernelId != user.Id && (accessTrapped.Count == 0 || pieces.All(p => p.KernelId != user.Id)))
+            problems.Add($"{user}: its first piece has kernel id {pieces[0].KernelId}, not the user's id");
+
+        bool HoldsAccessTrapped(ulong fromGpa, ulong toGpa) =>
+            accessTrapped.Any(g => g >= fromGpa >> Memslot.PageShift && g < toGpa >> Memslot.PageShift);
     }
 
     private static string Describe(KernelSlotPiece p) =>

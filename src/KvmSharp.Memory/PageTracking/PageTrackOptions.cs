@@ -13,6 +13,14 @@ public sealed record PageTrackOptions
     /// <summary>What a notifier that throws does to the VM.</summary>
     public NotifierFaultPolicy OnNotifierFault { get; init; } = NotifierFaultPolicy.Isolate;
 
+    /// <summary>
+    /// How <see cref="PageTracker.AddGfn(ulong)"/> traps a gfn. <see cref="TrackingMode.TrapAccesses"/>
+    /// is the default because it is the one that matches the kernel (no lost locked update across
+    /// vCPUs, no report of a failed cmpxchg); pages holding code or page tables need
+    /// <see cref="TrackingMode.TrapWrites"/>, passed per gfn.
+    /// </summary>
+    public TrackingMode DefaultMode { get; init; } = TrackingMode.TrapAccesses;
+
     /// <summary>How long a change may wait for the vCPUs to pause before it is refused with EBUSY.</summary>
     public TimeSpan QuiesceTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }

@@ -25,6 +25,7 @@ public sealed unsafe class PageTracker : IMemslotObserver
     private readonly CarvedMemslotBackend _backend;
     private Registration[] _notifiers = [];
     private ImmutableDictionary<uint, ImmutableDictionary<ulong, ushort>> _counts = ImmutableDictionary<uint, ImmutableDictionary<ulong, ushort>>.Empty;
+    private ImmutableDictionary<uint, ImmutableHashSet<ulong>> _accessTrapped = ImmutableDictionary<uint, ImmutableHashSet<ulong>>.Empty;
     private long _notifierFaults;
     private long _trackedWrites;
 
@@ -41,9 +42,6 @@ public sealed unsafe class PageTracker : IMemslotObserver
 
     public PageTrackOptions Options { get; }
     public IGuestQuiescer Quiescer { get; }
-
-    /// <summary>Decides whether a write of unchanged bytes was a failed cmpxchg (which the kernel does not report).</summary>
-    public ITrappedWriteInspector? WriteInspector { get; set; }
 
     /// <summary>Where notifier faults and other events are logged.</summary>
     public Action<string>? Log { get; set; }
@@ -109,11 +107,27 @@ public sealed unsafe class PageTracker : IMemslotObserver
 
     // ---- write-track counts --------------------------------------------------------------
 
-    /// <summary>kvm_write_track_add_gfn: +1 on the gfn's count in every slot (every address space) mapping it.</summary>
-    public void AddGfn(ulong gfn) => ChangeCount(gfn, +1, "write_track_add_gfn");
+    /// <summary>kvm_write_track_add_gfn: +1 on the gfn's count in every slot (every address space) mapping it, trapped as <see cref="PageTrackOptions.DefaultMode"/>.</summary>
+    public void AddGfn(ulong gfn) => ChangeCount(gfn, +1, Options.DefaultMode, "write_track_add_gfn");
+
+    /// <summary>
+    /// As <see cref="AddGfn(ulong)"/>, trapped as <paramref name="mode"/>. A gfn already tracked keeps
+    /// the stronger mode of the two (<see cref="TrackingMode.TrapAccesses"/>) until its count drops to 0.
+    /// </summary>
+    public void AddGfn(ulong gfn, TrackingMode mode) => ChangeCount(gfn, +1, mode, "write_track_add_gfn");
 
     /// <summary>kvm_write_track_remove_gfn: -1 on the gfn's count in every slot mapping it that tracks it.</summary>
-    public void RemoveGfn(ulong gfn) => ChangeCount(gfn, -1, "write_track_remove_gfn");
+    public void RemoveGfn(ulong gfn) => ChangeCount(gfn, -1, Options.DefaultMode, "write_track_remove_gfn");
+
+    /// <summary>How the gfn is trapped in the slot of <paramref name="addressSpace"/> that maps it (null when not tracked).</summary>
+    public TrackingMode? ModeOf(ulong gfn, int addressSpace = 0)
+    {
+        if (Count(gfn, addressSpace) == 0 || !_memslots.Current.TryFindByGfn(addressSpace, gfn, out var slot)) return null;
+        return IsAccessTrapped(slot.PackedSlot, gfn) ? TrackingMode.TrapAccesses : TrackingMode.TrapWrites;
+    }
+
+    private bool IsAccessTrapped(uint packedSlot, ulong gfn) =>
+        Volatile.Read(ref _accessTrapped).TryGetValue(packedSlot, out var set) && set.Contains(gfn);
 
     /// <summary>The gfn's count in the slot of <paramref name="addressSpace"/> that maps it (0 when none).</summary>
     public ushort Count(ulong gfn, int addressSpace = 0)
@@ -126,7 +140,7 @@ public sealed unsafe class PageTracker : IMemslotObserver
     public IReadOnlyDictionary<uint, IReadOnlyCollection<ulong>> TrackedGfns =>
         Volatile.Read(ref _counts).ToDictionary(p => p.Key, p => (IReadOnlyCollection<ulong>)p.Value.Keys.ToList());
 
-    private void ChangeCount(ulong gfn, int delta, string operation)
+    private void ChangeCount(ulong gfn, int delta, TrackingMode mode, string operation)
     {
         using var hostCall = Quiescer.EnterHostCall();
         lock (_memslots.WriteLock)
@@ -140,6 +154,8 @@ public sealed unsafe class PageTracker : IMemslotObserver
 
             var before = _counts;
             var after = before;
+            var accessBefore = _accessTrapped;
+            var accessAfter = accessBefore;
             var relayout = new List<Memslot>();
             foreach (var slot in slots)
             {
@@ -151,7 +167,16 @@ public sealed unsafe class PageTracker : IMemslotObserver
                     throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} in slot {slot.Id} (as {slot.AddressSpace}) is already tracked {count} times: the 16-bit count would overflow");
                 perSlot = updated == 0 ? perSlot.Remove(gfn) : perSlot.SetItem(gfn, (ushort)updated);
                 after = perSlot.IsEmpty ? after.Remove(slot.PackedSlot) : after.SetItem(slot.PackedSlot, perSlot);
-                if (count == 0 || updated == 0) relayout.Add(slot);
+                var access = accessAfter.TryGetValue(slot.PackedSlot, out var set) ? set : ImmutableHashSet<ulong>.Empty;
+                bool wasAccessTrapped = access.Contains(gfn);
+                // The mode is set when tracking starts and only ever strengthens while it lasts.
+                bool accessTrapped = updated > 0 && (wasAccessTrapped || (delta > 0 && mode == TrackingMode.TrapAccesses));
+                if (accessTrapped != wasAccessTrapped)
+                {
+                    access = accessTrapped ? access.Add(gfn) : access.Remove(gfn);
+                    accessAfter = access.IsEmpty ? accessAfter.Remove(slot.PackedSlot) : accessAfter.SetItem(slot.PackedSlot, access);
+                }
+                if (count == 0 || updated == 0 || accessTrapped != wasAccessTrapped) relayout.Add(slot);
             }
             if (ReferenceEquals(after, before))
                 throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} is not tracked: the count would underflow");
@@ -159,18 +184,20 @@ public sealed unsafe class PageTracker : IMemslotObserver
             // Counts first, so the first trapped write already sees them; then the kernel layout, whose
             // quiesce is also the grace period after which no write to an untracked gfn is reported.
             Volatile.Write(ref _counts, after);
+            Volatile.Write(ref _accessTrapped, accessAfter);
             for (int i = 0; i < relayout.Count; i++)
             {
                 var slot = relayout[i];
                 if (delta > 0) _backend.PrepareSoftDirty(slot.PackedSlot);
                 var tracked = after.TryGetValue(slot.PackedSlot, out var perSlot) ? perSlot.Keys : [];
-                int result = _backend.Relayout(slot.PackedSlot, tracked);
+                int result = _backend.Relayout(slot.PackedSlot, tracked, accessAfter.GetValueOrDefault(slot.PackedSlot));
                 if (result == 0) continue;
                 Volatile.Write(ref _counts, before);
+                Volatile.Write(ref _accessTrapped, accessBefore);
                 for (int j = 0; j < i; j++)
                 {
                     var undo = relayout[j];
-                    _backend.Relayout(undo.PackedSlot, before.TryGetValue(undo.PackedSlot, out var old) ? old.Keys : []);
+                    _backend.Relayout(undo.PackedSlot, before.TryGetValue(undo.PackedSlot, out var old) ? old.Keys : [], accessBefore.GetValueOrDefault(undo.PackedSlot));
                 }
                 throw new PageTrackException(operation, -result, $"the kernel refused to re-carve slot {slot.Id} (as {slot.AddressSpace}) for gfn 0x{gfn:x}");
             }
@@ -198,8 +225,6 @@ public sealed unsafe class PageTracker : IMemslotObserver
         }
 
         bool tracked = Volatile.Read(ref _counts).TryGetValue(slot.PackedSlot, out var perSlot) && perSlot.ContainsKey(gfn);
-        if (tracked && WriteInspector is { } inspector && GuestMemoryAccess.Matches(host, data) && inspector.IsFailedCompareExchange(vcpuId))
-            return true; // a failed cmpxchg writes the old value back; the kernel reports nothing
         GuestMemoryAccess.Store(host, data);
         if ((slot.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0) _backend.MarkDirty(slot, gfn - slot.BaseGfn);
         if (tracked)
@@ -290,6 +315,36 @@ public sealed unsafe class PageTracker : IMemslotObserver
         if (Options.OnNotifierFault == NotifierFaultPolicy.StopVm) StopVm?.Invoke(message);
     }
 
+    // ---- the instruction-level path (the VMM's emulation of trapped instructions) ----------
+
+    /// <summary>
+    /// Where a trapped access to <paramref name="gpa"/> lands: guest RAM of a user slot that is not the
+    /// user's own ROM. False for MMIO. Lock-free and allocation-free (vCPU threads).
+    /// </summary>
+    public bool TryFindTrappedPage(int addressSpace, ulong gpa, out TrappedPage page)
+    {
+        page = default;
+        ulong gfn = gpa >> Memslot.PageShift;
+        if (!_memslots.Current.TryFindByGfn(addressSpace, gfn, out var slot)) return false;
+        if ((slot.Flags & KvmMemFlags.KVM_MEM_READONLY) != 0) return false;
+        bool tracked = Volatile.Read(ref _counts).TryGetValue(slot.PackedSlot, out var perSlot) && perSlot.ContainsKey(gfn);
+        page = new TrappedPage(slot, gfn, (nint)slot.HostAddressOf(gfn << Memslot.PageShift), tracked, tracked && IsAccessTrapped(slot.PackedSlot, gfn));
+        return true;
+    }
+
+    /// <summary>Note a page KvmSharp wrote on the guest's behalf in the slot's dirty log (the kernel cannot see it).</summary>
+    public void MarkWritten(in TrappedPage page)
+    {
+        if ((page.Slot.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0) _backend.MarkDirty(page.Slot, page.Gfn - page.Slot.BaseGfn);
+    }
+
+    /// <summary>Report one guest write instruction's bytes on one tracked page, which have landed, to every notifier.</summary>
+    public void ReportGuestWrite(int vcpuId, ulong gpa, ReadOnlySpan<byte> bytes)
+    {
+        Interlocked.Increment(ref _trackedWrites);
+        NotifyWrite(vcpuId, gpa, bytes);
+    }
+
     // ---- memslot lifecycle --------------------------------------------------------------
 
     int IMemslotObserver.Prepare(in MemslotVerdict change, out string? reason)
@@ -309,6 +364,7 @@ public sealed unsafe class PageTracker : IMemslotObserver
         if (change.Kind is not (MemslotChangeKind.Delete or MemslotChangeKind.Move) || change.Old is not { } old) return;
         // The slot's counts go with it (the kernel frees per-slot metadata on DELETE and MOVE).
         if (_counts.ContainsKey(old.PackedSlot)) Volatile.Write(ref _counts, _counts.Remove(old.PackedSlot));
+        if (_accessTrapped.ContainsKey(old.PackedSlot)) Volatile.Write(ref _accessTrapped, _accessTrapped.Remove(old.PackedSlot));
         // Only now, with the kernel's acceptance behind us, is the removal certain.
         if (change.Kind == MemslotChangeKind.Delete || NotifierCount > 0) NotifyRemove(old.BaseGfn, old.PageCount);
     }

@@ -55,13 +55,13 @@ public sealed class VirtualMachine : IDisposable
         Memory = new GuestPhysicalMemory(Memslots);
         PageTracker = new PageTracker(Memslots, KernelSlots, new VcpuQuiescer(() => _vcpus), config.PageTracking)
         {
-            WriteInspector = new CompareExchangeInspector(Memory),
             Log = config.Log,
             StopVm = reason => End(VmOutcome.Error($"stopped by page-tracking policy: {reason}")),
         };
         PortBus = new DeviceBus("pio");
         MmioBus = new DeviceBus("mmio");
-        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker), DirtyRingFull = DirtyLog.OnDirtyRingFull };
+        Exits = new ExitDispatcher(PortBus, MmioBus) { MmioInterceptor = new TrackedAccessInterceptor(PageTracker, Memslots, config.Cpus),
+            EmulationFailure = new TrackedInstructionEmulator(PageTracker, Memslots, config.Cpus), DirtyRingFull = DirtyLog.OnDirtyRingFull };
         HasIrqchip = config.UsesIrqchip;
         Devices = new MachineContext(this, config.LoggerFactory ?? (config.Log is { } log ? new ForwardingLoggerFactory(log) : NullLoggerFactory.Instance));
         try
@@ -153,6 +153,8 @@ public sealed class VirtualMachine : IDisposable
         {
             vm = system.CreateVm();
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_TSS_ADDR) > 0) vm.SetTssAddress(TssAddress);
+            // Instructions KVM cannot emulate exit with their bytes, so stores to tracked pages can be completed here.
+            if (vm.CheckExtension(KvmCap.KVM_CAP_EXIT_ON_EMULATION_FAILURE) > 0) vm.EnableCap(KvmCap.KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1);
             if (system.CheckExtension(KvmCap.KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) vm.SetIdentityMapAddress(IdentityMapAddress);
             if (config.UsesIrqchip)
             {

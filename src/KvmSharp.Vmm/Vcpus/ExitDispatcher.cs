@@ -16,6 +16,9 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
     /// <summary>Optional first look at MMIO exits (page tracking installs one).</summary>
     public IMmioInterceptor? MmioInterceptor { get; set; }
 
+    /// <summary>Optional look at instructions KVM could not emulate (page tracking completes stores to tracked pages).</summary>
+    public IEmulationFailureHandler? EmulationFailure { get; set; }
+
     /// <summary>Harvests the dirty rings when a vCPU's ring is full (Ring mode); true resumes the vCPU, false ends it.</summary>
     public Func<int, bool>? DirtyRingFull { get; set; }
 
@@ -37,6 +40,10 @@ public sealed unsafe class ExitDispatcher(DeviceBus portBus, DeviceBus mmioBus)
             case KvmExitReason.KVM_EXIT_INTR:
             case KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN:
                 return VcpuExitAction.Continue;
+            case KvmExitReason.KVM_EXIT_INTERNAL_ERROR when EmulationFailure is { } emulation:
+                if (emulation.TryHandle(vcpuId, run, out string? reason)) return VcpuExitAction.Continue;
+                if (reason is not null && VcpuRunner.Current is { } runner) runner.FaultDetail = reason;
+                return VcpuExitAction.Fault;
             case KvmExitReason.KVM_EXIT_DIRTY_RING_FULL when DirtyRingFull is { } harvest:
                 return harvest(vcpuId) ? VcpuExitAction.Continue : VcpuExitAction.Fault;
             default:

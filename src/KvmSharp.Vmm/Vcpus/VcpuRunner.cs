@@ -30,6 +30,7 @@ public sealed unsafe class VcpuRunner : IDisposable
     private int _pauseDepth;
     private int _hostCallDepth;
     [ThreadStatic] private static VcpuRunner? t_current;
+    private IInstructionCompletion? _completion;
     private long _exitCount;
 
     /// <param name="configure">Runs on the vCPU thread once the vCPU exists: CPUID, MSRs, registers.</param>
@@ -55,6 +56,9 @@ public sealed unsafe class VcpuRunner : IDisposable
 
     /// <summary>For a faulted vCPU: what ended it, with registers and the disassembly at RIP.</summary>
     public string? FaultReport { get; private set; }
+
+    /// <summary>Why an exit handler refused the exit that ended this vCPU (added to <see cref="FaultReport"/>).</summary>
+    public string? FaultDetail { get; set; }
 
     /// <summary>The exception that ended the thread, if setup or KVM_RUN failed.</summary>
     public Exception? Error { get; private set; }
@@ -165,6 +169,15 @@ public sealed unsafe class VcpuRunner : IDisposable
         lock (_gate) _hostCallDepth--;
     }
 
+    /// <summary>
+    /// On the vCPU's own thread, from an exit handler: finish the current instruction in KVM before the
+    /// guest runs on, and tell <paramref name="listener"/> when it is done. The next KVM_RUN has
+    /// immediate_exit set; KVM completes the pending MMIO first, so it either returns the
+    /// instruction's next exit (another fragment of the same instruction: the guest has not run) or
+    /// EINTR once the instruction is complete.
+    /// </summary>
+    public void CompleteInstructionBeforeGuestRuns(IInstructionCompletion listener) => _completion = listener;
+
     /// <summary>Ask the vCPU to stop; waits up to <paramref name="timeout"/> for its thread to leave KVM_RUN.</summary>
     public bool Stop(TimeSpan timeout)
     {
@@ -233,9 +246,14 @@ public sealed unsafe class VcpuRunner : IDisposable
         VcpuExitCounters counters = Counters;
         while (true)
         {
-            int request = Volatile.Read(ref _requested);
-            if (request == RequestStopValue) return VcpuState.Stopped;
-            if (request == RequestPause && !WaitWhilePaused()) return VcpuState.Stopped;
+            // An instruction being completed finishes before any pause or stop is honoured.
+            if (_completion is null)
+            {
+                int request = Volatile.Read(ref _requested);
+                if (request == RequestStopValue) return VcpuState.Stopped;
+                if (request == RequestPause && !WaitWhilePaused()) return VcpuState.Stopped;
+            }
+            else Volatile.Write(ref run->immediate_exit, (byte)1);
 
             State = VcpuState.Running;
             long runStartedAt = counters.RunStarting();
@@ -248,6 +266,7 @@ public sealed unsafe class VcpuRunner : IDisposable
                     // Kicked: clear the flag, then re-read the request (the fence orders the two).
                     Volatile.Write(ref run->immediate_exit, (byte)0);
                     Interlocked.MemoryBarrier();
+                    CompleteInstruction();
                     continue;
                 }
                 throw new KvmException("KVM_RUN", -result, $"vCPU {Id}");
@@ -261,12 +280,22 @@ public sealed unsafe class VcpuRunner : IDisposable
                 case VcpuExitAction.Continue:
                     continue;
                 case VcpuExitAction.Halt:
+                    CompleteInstruction();
                     return VcpuState.Halted;
                 default:
-                    FaultReport = _describeFault(vcpu, VcpuExitDescription.Describe(run));
+                    CompleteInstruction();
+                    string exit = VcpuExitDescription.Describe(run);
+                    FaultReport = _describeFault(vcpu, FaultDetail is { } detail ? $"{exit}: {detail}" : exit);
                     return VcpuState.Faulted;
             }
         }
+    }
+
+    private void CompleteInstruction()
+    {
+        if (_completion is not { } listener) return;
+        _completion = null;
+        listener.InstructionCompleted(Id);
     }
 
     // Returns false when a stop arrives while paused.

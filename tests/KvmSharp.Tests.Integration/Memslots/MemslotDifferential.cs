@@ -197,7 +197,7 @@ public sealed class MemslotDifferential : IDisposable
             _faults = new FaultInjectingBackend(_recorder);
             _carved = new CarvedMemslotBackend(_faults, d.Limits);
             _table = new MemslotTable(d.Limits, _carved);
-            _tracker = new PageTracker(_table, _carved, new NoVcpuQuiescer(), new PageTrackOptions { AllowMoveWithNotifiers = sequence.AllowMoveWithNotifiers });
+            _tracker = new PageTracker(_table, _carved, new NoVcpuQuiescer(), new PageTrackOptions { AllowMoveWithNotifiers = sequence.AllowMoveWithNotifiers, DefaultMode = TrackingMode.TrapWrites });
         }
 
         private MemslotLimits Limits => _d.Limits;

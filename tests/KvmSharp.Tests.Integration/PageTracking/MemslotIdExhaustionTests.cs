@@ -1,5 +1,6 @@
 using KvmSharp.Kvm.Interop;
 using KvmSharp.Memory.Memslots;
+using KvmSharp.Memory.PageTracking;
 using KvmSharp.Memory.Regions;
 using KvmSharp.Tests.Integration.Infrastructure;
 using KvmSharp.Vmm.Machine;
@@ -45,8 +46,8 @@ public sealed class MemslotIdExhaustionTests(ITestOutputHelper output)
         vm.Memslots.Apply(MemslotRequest.Create(testId, TestGpa, 16 * Page, testRam.HostAddress));
         var notifier = new RecordingNotifier(vm.Memory);
         vm.PageTracker.Register(notifier);
-        vm.PageTracker.AddGfn(TrackedA >> 12);
-        vm.PageTracker.AddGfn(TrackedB >> 12);
+        vm.PageTracker.AddGfn(TrackedA >> 12, TrackingMode.TrapWrites);
+        vm.PageTracker.AddGfn(TrackedB >> 12, TrackingMode.TrapWrites);
         Assert.Equal(5, vm.KernelSlots.PiecesOf(testId).Count); // head, tracked, between, tracked, tail
         Assert.Equal(4, vm.PageTracker.TrackingKernelSlots);
 

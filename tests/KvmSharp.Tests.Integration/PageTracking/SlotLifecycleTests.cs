@@ -20,7 +20,7 @@ public sealed class SlotLifecycleTests
         var image = TestGuest.LongMode(code ?? (a => TestGuest.ExitWith(a, 0)));
         var vm = VirtualMachine.Create(new VmConfig
         {
-            MemoryBytes = 4UL << 20, Image = image, SerialSink = new Devices.Serial.CapturingSerialSink(), PageTracking = options ?? new PageTrackOptions(),
+            MemoryBytes = 4UL << 20, Image = image, SerialSink = new Devices.Serial.CapturingSerialSink(), PageTracking = (options ?? new PageTrackOptions()) with { DefaultMode = TrackingMode.TrapWrites }, // these count read-only carves
         });
         var region = GuestMemoryRegion.CreateAnonymous(Size, "tracked-slot");
         vm.Memslots.Apply(MemslotRequest.Create(Slot, Gpa, Size, region.HostAddress));

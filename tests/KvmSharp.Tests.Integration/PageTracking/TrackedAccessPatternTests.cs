@@ -12,12 +12,15 @@ public sealed class TrackedAccessPatternTests
 {
     private const ulong Tracked = 0x300000, Next = 0x301000, Untracked = 0x400000;
 
-    private static (VirtualMachine, RecordingNotifier) Build(Action<Assembler> code, int cpus = 1, params ulong[] gfns)
+    private static (VirtualMachine, RecordingNotifier) Build(Action<Assembler> code, int cpus = 1, params ulong[] gfns) =>
+        Build(code, TrackingMode.TrapAccesses, cpus, gfns);
+
+    private static (VirtualMachine, RecordingNotifier) Build(Action<Assembler> code, TrackingMode mode, int cpus = 1, params ulong[] gfns)
     {
         var vm = TestGuest.Create(TestGuest.LongMode(code), memory: 8UL << 20, cpus: cpus);
         var notifier = new RecordingNotifier(vm.Memory);
         vm.PageTracker.Register(notifier);
-        foreach (ulong gfn in gfns) vm.PageTracker.AddGfn(gfn);
+        foreach (ulong gfn in gfns) vm.PageTracker.AddGfn(gfn, mode);
         return (vm, notifier);
     }
 
@@ -72,7 +75,7 @@ public sealed class TrackedAccessPatternTests
     }
 
     [KvmFact]
-    public void Reads_of_tracked_pages_and_writes_to_untracked_pages_never_exit()
+    public void Reads_of_write_trapped_pages_and_writes_to_untracked_pages_never_exit()
     {
         const int Iterations = 2000;
         var (vm, notifier) = Build(a =>
@@ -87,7 +90,7 @@ public sealed class TrackedAccessPatternTests
             a.dec(ecx);
             a.jnz(loop);
             TestGuest.ExitWith(a, 0);
-        }, gfns: [Tracked >> 12, (Tracked >> 12) + 1, (Tracked >> 12) + 2, (Tracked >> 12) + 3]);
+        }, TrackingMode.TrapWrites, gfns: [Tracked >> 12, (Tracked >> 12) + 1, (Tracked >> 12) + 2, (Tracked >> 12) + 3]);
         using (vm)
         {
             Assert.Equal(VmOutcome.GuestExit(0), TestGuest.RunToEnd(vm));

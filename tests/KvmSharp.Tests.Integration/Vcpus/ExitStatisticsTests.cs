@@ -97,7 +97,7 @@ public sealed class ExitStatisticsTests
 
         // A gfn in the middle of RAM splits its slot into three kernel slots: two more than the user's.
         ulong middle = (vm.Config.MemoryBytes / 2) >> 12;
-        vm.PageTracker.AddGfn(middle);
+        vm.PageTracker.AddGfn(middle, Memory.PageTracking.TrackingMode.TrapWrites); // a read-only carve: three kernel pieces
         var tracked = vm.MemslotUsage();
         Assert.Equal(before.UserSlots, tracked.UserSlots);
         Assert.Equal(2, tracked.TrackingKernelSlots);

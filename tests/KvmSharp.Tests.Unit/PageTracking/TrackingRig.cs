@@ -26,8 +26,10 @@ internal sealed class TrackingRig : IDisposable
     private readonly List<string> _log = [];
     private readonly List<string> _stops = [];
 
-    public TrackingRig(MemslotLimits? limits = null, PageTrackOptions? options = null)
+    /// <param name="mode">How AddGfn traps: the layout tests were written for read-only carving; access-trapped layouts have their own tests.</param>
+    public TrackingRig(MemslotLimits? limits = null, PageTrackOptions? options = null, TrackingMode mode = TrackingMode.TrapWrites)
     {
+        options = (options ?? new PageTrackOptions()) with { DefaultMode = mode };
         Limits = limits ?? new MemslotLimits();
         Kernel = new RecordingKernel();
         Carved = new CarvedMemslotBackend(Kernel, Limits);
@@ -73,7 +75,10 @@ internal sealed class TrackingRig : IDisposable
         slot => Carved.PiecesOf(slot.Id, slot.AddressSpace),
         Kernel.Slots().Select(k => new KernelSlotPiece(k.Id, k.AddressSpace, k.Gpa, k.Size, k.Hva, k.Flags)),
         Carved.KernelSlotCount,
-        Limits.SlotsPerAddressSpace);
+        Limits.SlotsPerAddressSpace,
+        accessTrappedGfns: slot => Tracker.TrackedGfns.TryGetValue(slot.PackedSlot, out var gfns)
+            ? gfns.Where(g => Tracker.ModeOf(g, slot.AddressSpace) == TrackingMode.TrapAccesses).ToList()
+            : []);
 
     /// <summary>Fails with every problem of the kernel view.</summary>
     public void AssertLayout()

@@ -290,7 +290,16 @@ public sealed class VirtioPciFunction : PciFunction
         for (int i = 0; i < _doorbells.Length; i++)
         {
             ulong doorbell = barBase + Layout.NotifyOffset + (ulong)i * VirtioPciBarLayout.NotifyOffMultiplier;
-            _doorbells[i] = _notifyRegistrar.RegisterMmioNotify(doorbell, DoorbellWriteLength, _queueNotifyActions[i]);
+            try
+            {
+                _doorbells[i] = _notifyRegistrar.RegisterMmioNotify(doorbell, DoorbellWriteLength, _queueNotifyActions[i]);
+            }
+            catch (Exception exception)
+            {
+                // The guest chose the address (a BAR move); a host refusal must not escape the vCPU's config write.
+                // The doorbell still works through the MMIO bus, with an exit per kick.
+                VirtioPciLog.DoorbellRefused(_logger, Name, i, doorbell, exception);
+            }
         }
     }
 

@@ -19,4 +19,7 @@ internal static partial class VirtioPciLog
 
     [LoggerMessage(Level = LogLevel.Information, Message = "virtio-pci {Function}: the driver accepted features 0x{Accepted:x} beyond or without VERSION_1 of the offered 0x{Offered:x}; FEATURES_OK refused")]
     public static partial void FeaturesRefused(ILogger logger, string function, ulong accepted, ulong offered);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "virtio-pci {Function}: the host refused the doorbell of queue {Queue} at 0x{Address:x}; its kicks go through MMIO exits")]
+    public static partial void DoorbellRefused(ILogger logger, string function, int queue, ulong address, Exception exception);
 }

@@ -99,6 +99,36 @@ public sealed class PciBarMappingTests
         Assert.Equal(ranges, rig.Mmio.Ranges.Count);
     }
 
+    [Theory]
+    [InlineData(false)] // Linux's __pci_read_base turns decoding off around the probe
+    [InlineData(true)]  // a guest that does not: the BAR follows each half-written value, then comes back
+    public void Sizing_a_bar_and_restoring_it_leaves_it_mapped_where_it_was(bool decodingDuringProbe)
+    {
+        var rig = new PciRig();
+        var function = new TestPciFunction("t", (0, 0x4000, true));
+        int slot = rig.Root.Attach(function).Device;
+        rig.EnableMemory(slot);
+        ulong original = function.BarProgrammedAddress(0);
+        int ranges = rig.Mmio.Ranges.Count;
+        if (!decodingDuringProbe)
+        {
+            rig.DisableMemory(slot);
+        }
+
+        uint low = rig.EcamRead32(slot, PciRegs.PCI_BASE_ADDRESS_0);
+        uint high = rig.EcamRead32(slot, PciRegs.PCI_BASE_ADDRESS_0 + 4);
+        rig.EcamWrite32(slot, PciRegs.PCI_BASE_ADDRESS_0, 0xffff_ffff);
+        rig.EcamWrite32(slot, PciRegs.PCI_BASE_ADDRESS_0 + 4, 0xffff_ffff);
+        Assert.Equal(decodingDuringProbe ? 0xffff_ffff_ffff_c000ul : null, function.BarMappedAddress(0));
+        rig.EcamWrite32(slot, PciRegs.PCI_BASE_ADDRESS_0, low);
+        rig.EcamWrite32(slot, PciRegs.PCI_BASE_ADDRESS_0 + 4, high);
+        rig.EnableMemory(slot);
+
+        Assert.Equal(original, function.BarMappedAddress(0));
+        Assert.Equal(ranges, rig.Mmio.Ranges.Count);
+        Assert.Equal(0x10101010u, rig.Mmio.Read32(original));
+    }
+
     [Fact]
     public void A_full_window_is_a_clear_error_at_attach()
     {

@@ -42,6 +42,11 @@ internal sealed unsafe class FakeGuestMemory : IGuestMemory
 
     public int WriteCount { get; private set; }
 
+    /// <summary>Keep a list of CommitWrite ranges (off for allocation tests: the list grows).</summary>
+    public bool RecordCommits { get; set; } = true;
+
+    public int CommitCount { get; private set; }
+
     public IReadOnlyList<(ulong Address, ulong Length)> Commits
     {
         get
@@ -108,7 +113,11 @@ internal sealed unsafe class FakeGuestMemory : IGuestMemory
     {
         lock (_gate)
         {
-            _commits.Add((address.Value, length));
+            CommitCount++;
+            if (RecordCommits)
+            {
+                _commits.Add((address.Value, length));
+            }
         }
     }
 

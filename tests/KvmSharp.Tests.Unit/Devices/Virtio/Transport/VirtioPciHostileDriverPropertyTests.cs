@@ -27,6 +27,7 @@ public sealed class VirtioPciHostileDriverPropertyTests
         RunLoop,
         RingDoorbell,
         LinuxInit,
+        EcamAnywhere,
     }
 
     private readonly record struct Step(Kind Kind, int Offset, int Width, ulong Value);
@@ -64,6 +65,7 @@ public sealed class VirtioPciHostileDriverPropertyTests
     private static readonly Gen<Step> AnyStep = Gen.Frequency(
         (4, Gen.Select(Gen.Frequency((3, Gen.Int[0, ConfigOffsets.Length - 1].Select(i => ConfigOffsets[i])), (1, Gen.Int[0, 0xfff])), Width, Value, (o, w, v) => new Step(Kind.EcamWrite, o, w, v))),
         (1, Gen.Select(Gen.Int[0, 0xff], Width, (o, w) => new Step(Kind.EcamRead, o, w, 0))),
+        (1, Gen.Select(Gen.Int[0, (int)PciEcam.BytesPerBus + 0x10], Width, Value, (o, w, v) => new Step(Kind.EcamAnywhere, o, w, v))),
         (2, Gen.Select(Gen.Int[0, 0xff], Gen.Int[0, 7], Width, Value, (o, port, w, v) => new Step(Kind.Conf1Write, o, w, v | ((ulong)port << 56)))),
         (1, Gen.Select(Gen.Int[0, 0xff], Gen.Int[0, 7], Width, (o, port, w) => new Step(Kind.Conf1Read, o, w, (ulong)port))),
         (8, Gen.Select(BarOffset, Width, Value, (o, w, v) => new Step(Kind.BarWrite, o, w, v))),
@@ -117,6 +119,11 @@ public sealed class VirtioPciHostileDriverPropertyTests
         {
             case Kind.EcamWrite:
                 rig.Pci.Mmio.Write(PciRig.Ecam(rig.Slot, 0, step.Offset), access);
+                break;
+            case Kind.EcamAnywhere:
+                // Any function (the host bridge, empty slots, past the window), written then read back.
+                rig.Pci.Mmio.Write(PciRig.EcamBase + (ulong)step.Offset, access);
+                rig.Pci.Mmio.Read(PciRig.EcamBase + (ulong)step.Offset, access);
                 break;
             case Kind.EcamRead:
                 rig.Pci.Mmio.Read(PciRig.Ecam(rig.Slot, 0, step.Offset), access);

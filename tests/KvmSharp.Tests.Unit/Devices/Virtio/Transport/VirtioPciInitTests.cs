@@ -113,6 +113,25 @@ public sealed class VirtioPciInitTests
     }
 
     [Fact]
+    public void A_host_refusing_doorbells_with_an_error_leaves_kicks_on_the_mmio_path()
+    {
+        var pci = new PciRig();
+        var device = new FakeVirtioDevice();
+        var loop = new FakeEventLoop();
+        var registrar = new ThrowingNotifyRegistrar();
+        var function = new VirtioPciFunction(device, new FakeMsiController(), new NoGuestMemory(), loop, registrar);
+        int slot = pci.Root.Attach(function).Device;
+
+        pci.EnableMemory(slot); // maps the BAR: every registration throws, none escapes
+
+        Assert.Equal(2, registrar.Attempts);
+        Assert.Equal(0, function.RegisteredDoorbells);
+        Assert.NotNull(function.BarMappedAddress(0));
+        pci.Mmio.Write16(function.BarMappedAddress(0)!.Value + function.Layout.NotifyOffset, 0);
+        Assert.Equal(1, loop.Pending);
+    }
+
+    [Fact]
     public void Queue_and_config_interrupts_go_to_the_vectors_the_driver_chose()
     {
         var rig = new VirtioPciRig();
@@ -251,6 +270,32 @@ public sealed class VirtioPciInitTests
         Assert.True((driver.Status & VirtioDeviceStatus.DEVICE_NEEDS_RESET) != 0);
         driver.Reset();
         Assert.Equal((VirtioDeviceStatus)0, driver.Status);
+    }
+
+    [Fact]
+    public void The_needs_reset_reason_is_logged_as_a_warning_naming_the_function()
+    {
+        var logger = new CapturingLogger<VirtioPciFunction>();
+        var rig = new VirtioPciRig(logger: logger, name: "vda");
+        new LinuxVirtioPciDriver(rig).InitializeToDriverOk();
+
+        rig.Device.Activations[^1].Transport.MarkNeedsReset("used ring at 0x1000 is read-only");
+
+        var (level, message) = Assert.Single(logger.Lines, line => line.Message.Contains("needs reset", StringComparison.Ordinal));
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, level);
+        Assert.Contains("vda", message);
+        Assert.Contains("used ring at 0x1000 is read-only", message);
+    }
+
+    [Fact]
+    public void Disposing_the_root_bus_disposes_its_functions()
+    {
+        var rig = new VirtioPciRig();
+        new LinuxVirtioPciDriver(rig).InitializeToDriverOk();
+        rig.Pci.Root.Dispose();
+        Assert.True(rig.Device.Disposed);
+        Assert.Empty(rig.Registrar.Active);
+        Assert.Equal(0xffff_ffffu, rig.Pci.EcamRead32(rig.Slot, 0));
     }
 
     [Fact]

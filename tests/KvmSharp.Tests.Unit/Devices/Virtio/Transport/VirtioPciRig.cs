@@ -7,12 +7,12 @@ namespace KvmSharp.Tests.Unit.Devices.Virtio.Transport;
 /// <summary>A virtio-pci function on a root bus, with fake MSI, event loop, doorbell registrar and device.</summary>
 internal sealed class VirtioPciRig
 {
-    public VirtioPciRig(FakeVirtioDevice? device = null, bool acceptDoorbells = true, bool withIntx = false)
+    public VirtioPciRig(FakeVirtioDevice? device = null, bool acceptDoorbells = true, bool withIntx = false, Microsoft.Extensions.Logging.ILogger<VirtioPciFunction>? logger = null, string? name = null)
     {
         Device = device ?? new FakeVirtioDevice();
         Registrar = new FakeNotifyRegistrar(acceptDoorbells);
         Intx = withIntx ? new RecordingInterruptLine() : null;
-        Function = new VirtioPciFunction(Device, Msi, new NoGuestMemory(), Loop, Registrar, intx: Intx);
+        Function = new VirtioPciFunction(Device, Msi, new NoGuestMemory(), Loop, Registrar, logger, Intx, name);
         Slot = Pci.Root.Attach(Function).Device;
     }
 

@@ -191,3 +191,15 @@ internal sealed class RecordingInterruptLine : IInterruptLine
         Level = asserted;
     }
 }
+
+/// <summary>A registrar whose host refuses every doorbell with an exception (e.g. an ioctl error).</summary>
+internal sealed class ThrowingNotifyRegistrar : IGuestNotifyRegistrar
+{
+    public int Attempts { get; private set; }
+
+    public IDisposable? RegisterMmioNotify(ulong address, int length, Action onNotify)
+    {
+        Attempts++;
+        throw new IOException("KVM_IOEVENTFD failed: EEXIST");
+    }
+}
