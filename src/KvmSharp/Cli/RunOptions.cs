@@ -18,8 +18,13 @@ public sealed class RunOptions
     public const string Section = "KvmSharp";
     public const string DefaultCmdline = "console=ttyS0 reboot=k panic=-1";
 
-    /// <summary>The default with --console virtio: the console on hvc0, early messages on the 16550 until hvc0 exists.</summary>
-    public const string DefaultVirtioConsoleCmdline = "console=hvc0 earlycon=uart8250,io,0x3f8 reboot=k panic=-1";
+    /// <summary>
+    /// The default with --console virtio: hvc0 is the preferred console (the last console=) once its
+    /// driver loads; ttyS0 serves until then. With console=hvc0 alone a kernel whose virtio_console is a
+    /// module (Debian's) has no console when init starts ("unable to open an initial console"), and an
+    /// init that needs stdio dies (seen in the testbed).
+    /// </summary>
+    public const string DefaultVirtioConsoleCmdline = "console=ttyS0 console=hvc0 reboot=k panic=-1";
     public const string DefaultMemory = "64M";
 
     /// <summary>The most guest RAM KvmSharp lays out, even with --force-memory.</summary>
