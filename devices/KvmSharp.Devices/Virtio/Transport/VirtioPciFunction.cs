@@ -305,12 +305,12 @@ public sealed class VirtioPciFunction : PciFunction
 
     protected override void OnConfigWritten(int offset, int length)
     {
-        // Interrupt Disable toggled: INTx follows it.
-        if (offset <= PciRegs.PCI_COMMAND + 1 && PciRegs.PCI_COMMAND < offset + length && _intx is not null)
+        // Interrupt Disable or MSI-X Enable toggled: INTx follows them.
+        int msixControl = MsixCapabilityOffset + PciRegs.PCI_MSIX_FLAGS;
+        if ((offset <= PciRegs.PCI_COMMAND + 1 && PciRegs.PCI_COMMAND < offset + length) ||
+            (offset <= msixControl + 1 && msixControl < offset + length))
         {
-            bool asserted = Volatile.Read(ref _isr) != 0 && !IntxDisabled && !_msix.Enabled;
-            SetInterruptStatus(asserted);
-            _intx.SetLevel(asserted);
+            UpdateIntx(); // ConfigLock is held already; Lock lets this thread take it again
         }
     }
 
@@ -508,13 +508,13 @@ public sealed class VirtioPciFunction : PciFunction
             return;
         }
 
-        bool asserted;
+        // Computed and driven under one lock: two threads raising and acknowledging at once cannot leave the
+        // line low with ISR bits set (a lost interrupt) or high with none.
         lock (ConfigLock)
         {
-            asserted = Volatile.Read(ref _isr) != 0 && !IntxDisabled && !_msix.Enabled;
+            bool asserted = Volatile.Read(ref _isr) != 0 && !IntxDisabled && !_msix.Enabled;
+            SetInterruptStatus(asserted);
+            _intx.SetLevel(asserted);
         }
-
-        SetInterruptStatus(asserted);
-        _intx.SetLevel(asserted);
     }
 }

@@ -195,6 +195,13 @@ public sealed class VirtioPciInitTests
         interrupt.NotifyQueue(0);
         Assert.False(rig.Intx.Level);
         Assert.Equal(IsrQueue, rig.Pci.Mmio.Read8(driver.Isr));
+
+        // With INTx allowed again, a pending ISR raises the line, and enabling MSI-X drops it.
+        rig.Pci.EcamWrite16(rig.Slot, PciRegs.PCI_COMMAND, (ushort)(rig.Pci.EcamRead16(rig.Slot, PciRegs.PCI_COMMAND) & ~PciRegs.PCI_COMMAND_INTX_DISABLE));
+        interrupt.NotifyQueue(0);
+        Assert.True(rig.Intx.Level);
+        rig.Pci.EcamWrite16(rig.Slot, driver.MsixCapability + PciRegs.PCI_MSIX_FLAGS, PciRegs.PCI_MSIX_FLAGS_ENABLE);
+        Assert.False(rig.Intx.Level);
     }
 
     [Fact]
