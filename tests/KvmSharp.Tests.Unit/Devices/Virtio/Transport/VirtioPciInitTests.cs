@@ -78,6 +78,8 @@ public sealed class VirtioPciInitTests
         var driver = new LinuxVirtioPciDriver(rig);
         ulong[] doorbells = driver.InitializeToDriverOk();
         Assert.Equal(0, rig.Function.RegisteredDoorbells);
+        Assert.Equal(2, rig.Loop.RunPending()); // the activation's catch-up notifications
+        rig.Device.Notifies.Clear();
 
         driver.Kick(doorbells[0], 0);
         driver.Kick(doorbells[1], 1);
@@ -88,6 +90,28 @@ public sealed class VirtioPciInitTests
         rig.Loop.RunPendingOnAnotherThread();
         Assert.Equal([0, 1], rig.Device.Notifies.Select(notify => notify.Queue));
         Assert.All(rig.Device.Notifies, notify => Assert.NotEqual(Environment.CurrentManagedThreadId, notify.ThreadId));
+    }
+
+    [Fact]
+    public void Each_enabled_queue_gets_one_catch_up_notification_after_activation_never_before()
+    {
+        var rig = new VirtioPciRig(new FakeVirtioDevice(queueMaxSizes: [64, 64, 64]));
+        var driver = new LinuxVirtioPciDriver(rig);
+        Assert.True(driver.Probe());
+        Assert.True(driver.NegotiateFeatures(offered => offered));
+        driver.SetupQueue(0, 64, 0x1000, 0x2000, 0x3000, VIRTIO_MSI_NO_VECTOR);
+        driver.SetupQueue(2, 64, 0x4000, 0x5000, 0x6000, VIRTIO_MSI_NO_VECTOR);
+        driver.EnableQueue(0);
+        driver.EnableQueue(2);
+
+        rig.Registrar.Active.First().Ring(); // a kick before DRIVER_OK reaches nobody
+        Assert.Empty(rig.Device.Notifies);
+        driver.AddStatus(VirtioDeviceStatus.DRIVER_OK);
+        Assert.Empty(rig.Device.Notifies); // posted, not run on the vCPU thread
+        rig.Loop.RunPending();
+
+        Assert.Equal([0, 2], rig.Device.Notifies.Select(notify => notify.Queue));
+        Assert.Equal(0, rig.Device.NotifiesWhileInactive);
     }
 
     [Fact]
