@@ -38,6 +38,7 @@ public abstract class PciFunction : IPciFunction, IDisposable
     private int _nextCapabilityOffset = FirstCapabilityOffset;
     private int _msixCapabilityOffset;
     private DeviceBus? _mmioBus;
+    private int _disposed;
 
     /// <param name="name">Short name for messages and bus ranges.</param>
     /// <param name="vendorId">PCI vendor id.</param>
@@ -333,8 +334,14 @@ public abstract class PciFunction : IPciFunction, IDisposable
     {
     }
 
+    /// <summary>Unmap the BARs and release what the function holds; a second call does nothing (the VMM and the bus may both own it).</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         Dispose(true);
         GC.SuppressFinalize(this);
     }

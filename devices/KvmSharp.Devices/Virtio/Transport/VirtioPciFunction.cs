@@ -23,7 +23,9 @@ namespace KvmSharp.Devices.Virtio.Transport;
 /// <see cref="VirtioPciBarLayout.NotifyOffMultiplier"/> whenever the BAR is mapped), or, when it took none,
 /// by posting the MMIO write to the <see cref="IEventLoop"/>. <see cref="IVirtioDevice.Activate"/> and
 /// <see cref="IVirtioDevice.Reset"/> run on the vCPU thread that wrote the status, so the driver reads the
-/// new status only once they are done (virtio 1.x, 2.4: reset completes before device_status reads 0).</para>
+/// new status only once they are done (virtio 1.x, 2.4: reset completes before device_status reads 0).
+/// QueueNotify is never called before Activate returned nor after Reset started (a notification in progress
+/// finishes first), and once after each activation for every enabled queue, in case a kick raced DRIVER_OK.</para>
 /// <para>Interrupts: with MSI-X enabled, a queue or configuration interrupt goes to the vector the driver
 /// chose (none for VIRTIO_MSI_NO_VECTOR); without, it sets the ISR bit and asserts INTx if a line was given.</para>
 /// </remarks>
@@ -305,12 +307,12 @@ public sealed class VirtioPciFunction : PciFunction
 
     protected override void OnConfigWritten(int offset, int length)
     {
-        // Interrupt Disable toggled: INTx follows it.
-        if (offset <= PciRegs.PCI_COMMAND + 1 && PciRegs.PCI_COMMAND < offset + length && _intx is not null)
+        // Interrupt Disable or MSI-X Enable toggled: INTx follows them.
+        int msixControl = MsixCapabilityOffset + PciRegs.PCI_MSIX_FLAGS;
+        if ((offset <= PciRegs.PCI_COMMAND + 1 && PciRegs.PCI_COMMAND < offset + length) ||
+            (offset <= msixControl + 1 && msixControl < offset + length))
         {
-            bool asserted = Volatile.Read(ref _isr) != 0 && !IntxDisabled && !_msix.Enabled;
-            SetInterruptStatus(asserted);
-            _intx.SetLevel(asserted);
+            UpdateIntx(); // ConfigLock is held already; Lock lets this thread take it again
         }
     }
 
@@ -453,8 +455,6 @@ public sealed class VirtioPciFunction : PciFunction
         var session = new VirtioPciActivationSession(this);
         var activation = new VirtioActivation(_common.DriverFeatures, _common.SnapshotQueues(), _memory, session, session);
         VirtioPciLog.Activating(_logger, Name, activation.NegotiatedFeatures);
-        // Published first, so a doorbell right after DRIVER_OK, or an interrupt from inside Activate, finds it.
-        Volatile.Write(ref _session, session);
         try
         {
             _device.Activate(activation);
@@ -464,6 +464,23 @@ public sealed class VirtioPciFunction : PciFunction
             // A device refusing what the driver set up must not take the VMM down with it.
             VirtioPciLog.ActivationFailed(_logger, Name, exception);
             session.MarkNeedsReset($"activation failed: {exception.Message}");
+            return;
+        }
+
+        // Published only once Activate returned, so QueueNotify never reaches a half-activated device. A kick
+        // another vCPU raced in meanwhile found no session and was dropped: one catch-up notification per enabled
+        // queue makes up for it (a spurious notification is harmless, virtio 1.x 2.7.13).
+        lock (_notifyLock)
+        {
+            Volatile.Write(ref _session, session);
+        }
+
+        for (int queue = 0; queue < _queueNotifyActions.Length; queue++)
+        {
+            if (_common.QueueEnabled(queue))
+            {
+                _eventLoop.Post(_queueNotifyActions[queue]);
+            }
         }
     }
 
@@ -508,13 +525,13 @@ public sealed class VirtioPciFunction : PciFunction
             return;
         }
 
-        bool asserted;
+        // Computed and driven under one lock: two threads raising and acknowledging at once cannot leave the
+        // line low with ISR bits set (a lost interrupt) or high with none.
         lock (ConfigLock)
         {
-            asserted = Volatile.Read(ref _isr) != 0 && !IntxDisabled && !_msix.Enabled;
+            bool asserted = Volatile.Read(ref _isr) != 0 && !IntxDisabled && !_msix.Enabled;
+            SetInterruptStatus(asserted);
+            _intx.SetLevel(asserted);
         }
-
-        SetInterruptStatus(asserted);
-        _intx.SetLevel(asserted);
     }
 }

@@ -10,11 +10,16 @@ namespace KvmSharp.Tests.Unit.Devices.Virtio.Transport;
 /// (register_virtio_device, virtio_dev_probe, vp_modern_find_vqs, virtio_device_ready): enough of a driver to
 /// prove the device side against what a real guest does.
 /// </summary>
-internal sealed class LinuxVirtioPciDriver(VirtioPciRig rig)
+internal sealed class LinuxVirtioPciDriver(PciRig pci, int slot)
 {
     public const ulong LapicBase = 0xfee0_0000;
 
-    private readonly PciRig _pci = rig.Pci;
+    private readonly PciRig _pci = pci;
+
+    public LinuxVirtioPciDriver(VirtioPciRig rig)
+        : this(rig.Pci, rig.Slot)
+    {
+    }
 
     public ulong BarBase { get; private set; }
 
@@ -41,7 +46,6 @@ internal sealed class LinuxVirtioPciDriver(VirtioPciRig rig)
     /// <summary>What virtio_pci_modern_probe and vp_modern_probe check and map; false where Linux would refuse the device.</summary>
     public bool Probe()
     {
-        int slot = rig.Slot;
         ushort vendor = _pci.EcamRead16(slot, PciRegs.PCI_VENDOR_ID);
         ushort device = _pci.EcamRead16(slot, PciRegs.PCI_DEVICE_ID);
         if (vendor != VirtioPciVendorId || device < 0x1040 || device > 0x107f)
@@ -147,7 +151,7 @@ internal sealed class LinuxVirtioPciDriver(VirtioPciRig rig)
     public void EnableMsix(int vectors)
     {
         int control = MsixCapability + PciRegs.PCI_MSIX_FLAGS;
-        _pci.EcamWrite16(rig.Slot, control, PciRegs.PCI_MSIX_FLAGS_ENABLE | PciRegs.PCI_MSIX_FLAGS_MASKALL);
+        _pci.EcamWrite16(slot, control, PciRegs.PCI_MSIX_FLAGS_ENABLE | PciRegs.PCI_MSIX_FLAGS_MASKALL);
         for (int vector = 0; vector < vectors; vector++)
         {
             ulong entry = MsixTable + (ulong)vector * PciRegs.PCI_MSIX_ENTRY_SIZE;
@@ -156,7 +160,7 @@ internal sealed class LinuxVirtioPciDriver(VirtioPciRig rig)
             _pci.Mmio.Write32(entry + PciRegs.PCI_MSIX_ENTRY_DATA, (uint)(0x40 + vector));
         }
 
-        _pci.EcamWrite16(rig.Slot, control, PciRegs.PCI_MSIX_FLAGS_ENABLE);
+        _pci.EcamWrite16(slot, control, PciRegs.PCI_MSIX_FLAGS_ENABLE);
         for (int vector = 0; vector < vectors; vector++)
         {
             _pci.Mmio.Write32(MsixTable + (ulong)vector * PciRegs.PCI_MSIX_ENTRY_SIZE + PciRegs.PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
@@ -253,11 +257,11 @@ internal sealed class LinuxVirtioPciDriver(VirtioPciRig rig)
     private ulong ReadBar(int index)
     {
         int register = PciRegs.PCI_BASE_ADDRESS_0 + 4 * index;
-        uint low = _pci.EcamRead32(rig.Slot, register);
+        uint low = _pci.EcamRead32(slot, register);
         ulong address = low & 0xffff_fff0;
         if ((low & PciRegs.PCI_BASE_ADDRESS_MEM_TYPE_64) != 0)
         {
-            address |= (ulong)_pci.EcamRead32(rig.Slot, register + 4) << 32;
+            address |= (ulong)_pci.EcamRead32(slot, register + 4) << 32;
         }
 
         return address;

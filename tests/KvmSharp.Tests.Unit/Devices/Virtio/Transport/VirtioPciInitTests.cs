@@ -78,6 +78,8 @@ public sealed class VirtioPciInitTests
         var driver = new LinuxVirtioPciDriver(rig);
         ulong[] doorbells = driver.InitializeToDriverOk();
         Assert.Equal(0, rig.Function.RegisteredDoorbells);
+        Assert.Equal(2, rig.Loop.RunPending()); // the activation's catch-up notifications
+        rig.Device.Notifies.Clear();
 
         driver.Kick(doorbells[0], 0);
         driver.Kick(doorbells[1], 1);
@@ -88,6 +90,28 @@ public sealed class VirtioPciInitTests
         rig.Loop.RunPendingOnAnotherThread();
         Assert.Equal([0, 1], rig.Device.Notifies.Select(notify => notify.Queue));
         Assert.All(rig.Device.Notifies, notify => Assert.NotEqual(Environment.CurrentManagedThreadId, notify.ThreadId));
+    }
+
+    [Fact]
+    public void Each_enabled_queue_gets_one_catch_up_notification_after_activation_never_before()
+    {
+        var rig = new VirtioPciRig(new FakeVirtioDevice(queueMaxSizes: [64, 64, 64]));
+        var driver = new LinuxVirtioPciDriver(rig);
+        Assert.True(driver.Probe());
+        Assert.True(driver.NegotiateFeatures(offered => offered));
+        driver.SetupQueue(0, 64, 0x1000, 0x2000, 0x3000, VIRTIO_MSI_NO_VECTOR);
+        driver.SetupQueue(2, 64, 0x4000, 0x5000, 0x6000, VIRTIO_MSI_NO_VECTOR);
+        driver.EnableQueue(0);
+        driver.EnableQueue(2);
+
+        rig.Registrar.Active.First().Ring(); // a kick before DRIVER_OK reaches nobody
+        Assert.Empty(rig.Device.Notifies);
+        driver.AddStatus(VirtioDeviceStatus.DRIVER_OK);
+        Assert.Empty(rig.Device.Notifies); // posted, not run on the vCPU thread
+        rig.Loop.RunPending();
+
+        Assert.Equal([0, 2], rig.Device.Notifies.Select(notify => notify.Queue));
+        Assert.Equal(0, rig.Device.NotifiesWhileInactive);
     }
 
     [Fact]
@@ -195,6 +219,13 @@ public sealed class VirtioPciInitTests
         interrupt.NotifyQueue(0);
         Assert.False(rig.Intx.Level);
         Assert.Equal(IsrQueue, rig.Pci.Mmio.Read8(driver.Isr));
+
+        // With INTx allowed again, a pending ISR raises the line, and enabling MSI-X drops it.
+        rig.Pci.EcamWrite16(rig.Slot, PciRegs.PCI_COMMAND, (ushort)(rig.Pci.EcamRead16(rig.Slot, PciRegs.PCI_COMMAND) & ~PciRegs.PCI_COMMAND_INTX_DISABLE));
+        interrupt.NotifyQueue(0);
+        Assert.True(rig.Intx.Level);
+        rig.Pci.EcamWrite16(rig.Slot, driver.MsixCapability + PciRegs.PCI_MSIX_FLAGS, PciRegs.PCI_MSIX_FLAGS_ENABLE);
+        Assert.False(rig.Intx.Level);
     }
 
     [Fact]
@@ -293,7 +324,8 @@ public sealed class VirtioPciInitTests
         var rig = new VirtioPciRig();
         new LinuxVirtioPciDriver(rig).InitializeToDriverOk();
         rig.Pci.Root.Dispose();
-        Assert.True(rig.Device.Disposed);
+        rig.Function.Dispose(); // the VMM owning it too: a second dispose does nothing
+        Assert.Equal(1, rig.Device.DisposeCount);
         Assert.Empty(rig.Registrar.Active);
         Assert.Equal(0xffff_ffffu, rig.Pci.EcamRead32(rig.Slot, 0));
     }

@@ -82,7 +82,13 @@ internal sealed class FakeVirtioDevice(ulong features = FakeVirtioDevice.Default
         ResetSinceActivation = true;
     }
 
-    public void Dispose() => Disposed = true;
+    public int DisposeCount { get; private set; }
+
+    public void Dispose()
+    {
+        Disposed = true;
+        DisposeCount++;
+    }
 }
 
 /// <summary>An event loop whose posted work runs when the test says so, on the test's thread, and is counted.</summary>
