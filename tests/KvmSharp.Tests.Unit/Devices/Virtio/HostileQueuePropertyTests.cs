@@ -142,7 +142,7 @@ public sealed class HostileQueuePropertyTests
             }
 
             Assert.True(memory.GuardsIntact(), "a write landed outside guest RAM");
-        }, iter: Iterations);
+        }, iter: Iterations, threads: 1);
 
         // The generator must reach both outcomes, or the property proves little.
         Assert.True(broken > 0 && served > 0, $"broken {broken}, served {served}");
@@ -172,7 +172,7 @@ public sealed class HostileQueuePropertyTests
             }
 
             Assert.True(memory.GuardsIntact(), "a write landed outside guest RAM");
-        }, iter: Iterations / 3);
+        }, iter: Iterations / 3, threads: 1);
 
         Assert.True(resets > 0);
     }
