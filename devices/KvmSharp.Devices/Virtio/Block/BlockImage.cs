@@ -19,12 +19,14 @@ public sealed unsafe class BlockImage : IDisposable
     public const int SectorSize = 512;
 
     private readonly SafeFileHandle _handle;
+    private readonly byte[] _serial;
     private int _zeroRangeUnsupported;
 
     private BlockImage(DriveSpec spec, SafeFileHandle handle, long length, bool isBlockDevice, bool canPunchHoles)
     {
         Spec = spec;
         _handle = handle;
+        _serial = Encoding.ASCII.GetBytes(spec.Serial ?? "");
         Length = length;
         IsBlockDevice = isBlockDevice;
         CanPunchHoles = canPunchHoles;
@@ -46,7 +48,7 @@ public sealed unsafe class BlockImage : IDisposable
     public bool CanPunchHoles { get; }
 
     /// <summary>GET_ID's answer: the serial's ASCII bytes (at most 20).</summary>
-    public ReadOnlySpan<byte> SerialBytes => Encoding.ASCII.GetBytes(Spec.Serial ?? "");
+    public ReadOnlySpan<byte> SerialBytes => _serial;
 
     /// <summary>The descriptor; valid until <see cref="Dispose"/> (the device stops its I/O before that).</summary>
     internal int Descriptor => (int)_handle.DangerousGetHandle();
@@ -144,8 +146,8 @@ public sealed unsafe class BlockImage : IDisposable
         {
             throw new BlockImageException(BlockImageError.Locked, spec.Path, spec.ReadOnly ? "lock for shared reading" : "lock for exclusive writing", error,
                 spec.ReadOnly
-                    ? "another process has the image open for writing (another VM?); stop it first"
-                    : "another process uses the image (another VM?); stop it, or give every user readonly=on");
+                    ? "another process (another VM?) or another --drive of this VM has the image open for writing; stop it or drop that --drive"
+                    : "another process (another VM?) or another --drive of this VM uses the image; stop it, drop that --drive, or give every user readonly=on");
         }
 
         throw new BlockImageException(BlockImageError.Other, spec.Path, "fcntl(F_OFD_SETLK)", error, "check that the filesystem supports locks");

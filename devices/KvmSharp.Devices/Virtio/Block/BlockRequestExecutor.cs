@@ -30,6 +30,9 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
     private int _vectorCapacity;
     private bool _disposed;
 
+    /// <summary>The errno of the host call that failed the last request with IOERR, or 0 (out of range, read-only, malformed: no host call failed).</summary>
+    public int LastErrno { get; private set; }
+
     public BlockRequestExecutor(BlockImage image)
     {
         _image = image;
@@ -48,6 +51,7 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
     public string? Execute(DescriptorChain chain, IGuestMemory memory, bool writeThrough, out uint written)
     {
         written = 0;
+        LastErrno = 0;
         if (chain.WritableLength == 0)
         {
             return $"block request (head {chain.HeadIndex}) has no writable byte for its status";
@@ -99,7 +103,7 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
                     dataWritten = (uint)dataLength;
                 }
 
-                return result == 0 ? VirtioBlockStatus.VIRTIO_BLK_S_OK : VirtioBlockStatus.VIRTIO_BLK_S_IOERR;
+                return Status(result);
             }
 
             case VirtioBlockRequestType.VIRTIO_BLK_T_OUT:
@@ -115,11 +119,11 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
                     result = _image.Flush();
                 }
 
-                return result == 0 ? VirtioBlockStatus.VIRTIO_BLK_S_OK : VirtioBlockStatus.VIRTIO_BLK_S_IOERR;
+                return Status(result);
             }
 
             case VirtioBlockRequestType.VIRTIO_BLK_T_FLUSH:
-                return _image.ReadOnly || _image.Flush() == 0 ? VirtioBlockStatus.VIRTIO_BLK_S_OK : VirtioBlockStatus.VIRTIO_BLK_S_IOERR;
+                return _image.ReadOnly ? VirtioBlockStatus.VIRTIO_BLK_S_OK : Status(_image.Flush());
 
             case VirtioBlockRequestType.VIRTIO_BLK_T_GET_ID:
             {
@@ -190,11 +194,17 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
             int result = discard ? _image.PunchHole(offset, length) : _image.WriteZeroes(offset, length, unmap);
             if (result != 0)
             {
-                return VirtioBlockStatus.VIRTIO_BLK_S_IOERR;
+                return Status(result);
             }
         }
 
         return VirtioBlockStatus.VIRTIO_BLK_S_OK;
+    }
+
+    private VirtioBlockStatus Status(int errno)
+    {
+        LastErrno = errno;
+        return errno == 0 ? VirtioBlockStatus.VIRTIO_BLK_S_OK : VirtioBlockStatus.VIRTIO_BLK_S_IOERR;
     }
 
     private bool IsInRange(ulong sector, ulong byteLength, out long offset)

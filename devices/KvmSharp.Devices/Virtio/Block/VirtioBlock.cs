@@ -50,6 +50,7 @@ public sealed class VirtioBlock : IVirtioDevice
     private bool _needsResetReported;
     private bool _writeThrough;
     private bool _disposed;
+    private long _hostFailures;
 
     /// <summary>A virtio-blk device serving <paramref name="image"/>, which it owns from now on (disposed with the device).</summary>
     /// <param name="workerCount">I/O threads, i.e. the most requests in flight at once.</param>
@@ -78,6 +79,9 @@ public sealed class VirtioBlock : IVirtioDevice
     public IReadOnlyList<ushort> QueueMaxSizes { get; }
 
     public BlockImage Image => _image;
+
+    /// <summary>Requests that failed with IOERR because a host call failed (errno), since the device was made.</summary>
+    public long HostFailures => Interlocked.Read(ref _hostFailures);
 
     /// <summary>Requests popped and not yet completed.</summary>
     public int InFlight
@@ -318,6 +322,11 @@ public sealed class VirtioBlock : IVirtioDevice
             }
 
             string? fault = executor.Execute(request.Chain, request.Memory!, writeThrough, out uint written);
+            if (executor.LastErrno != 0)
+            {
+                ReportHostFailure(executor.LastErrno);
+            }
+
             Complete(request, fault, written);
         }
     }
@@ -370,6 +379,16 @@ public sealed class VirtioBlock : IVirtioDevice
         if (--_inFlight == 0)
         {
             Monitor.PulseAll(_gate);
+        }
+    }
+
+    // The first ten host failures are logged, then every thousandth: a failing disk must not flood the log.
+    private void ReportHostFailure(int errno)
+    {
+        long count = Interlocked.Increment(ref _hostFailures);
+        if (count <= 10 || count % 1000 == 0)
+        {
+            VirtioBlockLog.HostIoFailed(_logger, _image.Spec.DisplayName, Marshal.GetPInvokeErrorMessage(errno), errno, count);
         }
     }
 

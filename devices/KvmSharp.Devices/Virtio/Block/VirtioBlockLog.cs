@@ -13,4 +13,7 @@ internal static partial class VirtioBlockLog
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Debug, Message = "virtio-blk {Drive}: reset; {Abandoned} queued requests abandoned, waited for {InFlight} in flight")]
     public static partial void Reset(ILogger logger, string drive, int abandoned, int inFlight);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "virtio-blk {Drive}: host I/O failed: {Error} (errno {Errno}); the guest sees VIRTIO_BLK_S_IOERR ({Count} such failures so far)")]
+    public static partial void HostIoFailed(ILogger logger, string drive, string error, int errno, long count);
 }

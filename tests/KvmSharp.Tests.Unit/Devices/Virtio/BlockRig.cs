@@ -20,13 +20,15 @@ internal sealed class BlockRig : IDisposable
     public BlockRig(TempImage image, DriveSpec? spec = null, ushort queueSize = 64, ulong? features = null, int workers = 4, ulong ramSize = 4 << 20)
     {
         Image = BlockImage.Open(spec ?? new DriveSpec(image.Path));
-        Device = new VirtioBlock(Image, workerCount: workers, queueSize: queueSize);
+        Device = new VirtioBlock(Image, Logger, workerCount: workers, queueSize: queueSize);
         Memory = new FakeGuestMemory(ramSize);
         Driver = DriverQueue.AtStart(Memory, queueSize);
         Activate(features ?? Device.AvailableFeatures);
     }
 
     public BlockImage Image { get; }
+
+    public RecordingLogger<VirtioBlock> Logger { get; } = new();
 
     public VirtioBlock Device { get; }
 

@@ -17,7 +17,7 @@ public sealed class HostileQueuePropertyTests
 {
     private const long Iterations = 3_000;
     private const ulong RamSize = 1 << 20;
-    private const ulong Buffers = 0x40000;
+    internal const ulong Buffers = 0x40000;
     private const ulong IndirectTable = 0x80000;
 
     internal sealed record RawDescriptor(int Address, int Length, int Flags, int Next);
@@ -28,7 +28,7 @@ public sealed class HostileQueuePropertyTests
     private static readonly Gen<RawDescriptor> DescriptorGen =
         Gen.Select(Gen.Int[0, 6], Gen.Int[0, 6], Gen.Int[0, 7], Gen.Int[0, 18], (a, l, f, n) => new RawDescriptor(a, l, f, n));
 
-    private static readonly Gen<Scenario> ScenarioGen =
+    internal static readonly Gen<Scenario> ScenarioGen =
         Gen.Select(Gen.OneOf<ushort>(1, 2, 4, 8, 16), Gen.Bool, Gen.Bool, Gen.Bool, DescriptorGen.Array[16], DescriptorGen.Array[16], Gen.Int[0, 18].Array[16], Gen.Int[0, 20],
             (size, eventIdx, indirect, split, table, entries, ring, idx) => new Scenario(size, eventIdx, indirect, split, table, entries, ring, idx));
 
@@ -54,7 +54,7 @@ public sealed class HostileQueuePropertyTests
         _ => 0x8000_0000,
     };
 
-    private static (FakeGuestMemory Memory, DriverQueue Driver, ulong Features) Build(Scenario s)
+    internal static (FakeGuestMemory Memory, DriverQueue Driver, ulong Features) Build(Scenario s)
     {
         var memory = new FakeGuestMemory(RamSize);
         if (s.SplitHostMemory)
@@ -142,7 +142,7 @@ public sealed class HostileQueuePropertyTests
             }
 
             Assert.True(memory.GuardsIntact(), "a write landed outside guest RAM");
-        }, iter: Iterations);
+        }, iter: Iterations, threads: 1);
 
         // The generator must reach both outcomes, or the property proves little.
         Assert.True(broken > 0 && served > 0, $"broken {broken}, served {served}");
@@ -172,7 +172,7 @@ public sealed class HostileQueuePropertyTests
             }
 
             Assert.True(memory.GuardsIntact(), "a write landed outside guest RAM");
-        }, iter: Iterations / 3);
+        }, iter: Iterations / 3, threads: 1);
 
         Assert.True(resets > 0);
     }

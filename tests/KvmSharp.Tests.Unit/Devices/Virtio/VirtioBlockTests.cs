@@ -130,6 +130,26 @@ public sealed class VirtioBlockTests
     }
 
     [Fact]
+    public void A_failing_host_read_is_an_io_error_counted_and_logged_with_its_errno()
+    {
+        using var image = new TempImage(Sectors);
+        using var rig = new BlockRig(image);
+        // The image shrinks behind the VMM's back (the lock is advisory): a read past the new end hits end of file.
+        using (var file = new FileStream(image.Path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
+        {
+            file.SetLength(8 * 512);
+        }
+
+        Assert.Equal(VirtioBlockStatus.VIRTIO_BLK_S_IOERR, rig.Run(VirtioBlockRequestType.VIRTIO_BLK_T_IN, 20, (Data, 512, true)).Status);
+        Assert.Equal(1, rig.Device.HostFailures);
+        var entry = Assert.Single(rig.Logger.Entries, e => e.EventId == 4);
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, entry.Level);
+        Assert.Contains("errno 5", entry.Message);
+        Assert.Equal(VirtioBlockStatus.VIRTIO_BLK_S_OK, rig.Run(VirtioBlockRequestType.VIRTIO_BLK_T_IN, 2, (Data, 512, true)).Status);
+        Assert.Equal(1, rig.Device.HostFailures);
+    }
+
+    [Fact]
     public void Unknown_request_types_are_unsupported()
     {
         using var image = new TempImage(Sectors);
@@ -298,6 +318,8 @@ public sealed class VirtioBlockTests
         rig.Device.QueueNotify(0);
         Assert.Single(rig.Transport.Reasons);
         Assert.Contains("DescriptorLoop", rig.Transport.Reasons.Single());
+        var logged = Assert.Single(rig.Logger.Entries, e => e.EventId == 2);
+        Assert.Contains("DescriptorLoop", logged.Message);
     }
 
     [Fact]
