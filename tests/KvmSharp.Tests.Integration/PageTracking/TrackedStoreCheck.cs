@@ -77,7 +77,7 @@ public static class TrackedStoreCheck
         get
         {
             if (!System.Runtime.Intrinsics.X86.Avx.IsSupported) return "this CPU (or the .NET runtime on it) reports no usable AVX";
-            using var system = Kvm.KvmSystem.Open();
+            using var system = global::KvmSharp.Kvm.KvmSystem.Open();
             var leaf1 = system.GetSupportedCpuid().FirstOrDefault(e => e.function == 1);
             const uint Xsave = 1u << 26, Avx = 1u << 28;
             return (leaf1.ecx & (Xsave | Avx)) == (Xsave | Avx) ? null : $"this KVM's KVM_GET_SUPPORTED_CPUID leaf 1 ecx=0x{leaf1.ecx:x} offers no XSAVE+AVX to guests";
