@@ -59,6 +59,8 @@ commands:
   tracked-write    ns per tracked guest write (trap, apply, TrackWrite, resume), KvmSharp vs minimal C,
                    then tracking-ops; last line ratio=X.XX (KvmSharp / C)
   tracking-ops     AddGfn/RemoveGfn operations per second with vCPUs running
+  tracking-scale   single and batch AddGfn/RemoveGfn at 1k/10k/100k scattered tracked gfns with a vCPU running,
+                   kernel slots used; last line ratio=X.XX (single-op time at 10k / at 1k)
   boot             Linux boot to a marker, KvmSharp (NativeAOT) vs QEMU, in the nested testbed; also start ->
                    first KVM_RUN and RSS on this host; last line ratio=X.XX (KvmSharp / QEMU)
   dirty            dirty-log harvest time per mode (bitmap, clear, ring), KvmSharp vs minimal C, and the
@@ -450,6 +452,13 @@ case ${1:-} in
         require_kvm
         build_bench
         tracking_ops
+        ;;
+    tracking-scale)
+        [[ $# -eq 1 ]] || { usage; exit 2; }
+        require_kvm
+        build_bench
+        "$BENCH_BIN" tracking-scale trap-accesses || die "kvmsharp-bench tracking-scale failed"
+        "$BENCH_BIN" tracking-scale trap-writes | grep -v '^ratio=' || die "kvmsharp-bench tracking-scale trap-writes failed"
         ;;
     dirty)
         [[ $# -eq 1 ]] || { usage; exit 2; }

@@ -1,5 +1,6 @@
 using KvmSharp.Benchmarks;
 using KvmSharp.Kvm;
+using KvmSharp.Memory.PageTracking;
 
 // kvmsharp-bench: the managed half of scripts/bench.sh (which builds, runs rounds and prints ratios).
 const string Usage = """
@@ -20,6 +21,8 @@ const string Usage = """
                                                    mode this KVM offers (bitmap, manual-protect, ring, ring-full)
       tracking-check [ITERATIONS]                  issue 9's page-tracking checks: no locked update lost on 2 and 4 vCPUs, stores
                                                    KVM cannot emulate completed, one report per instruction (default 1000)
+      tracking-scale [trap-accesses|trap-writes]   single and batch AddGfn/RemoveGfn cost at 1k/10k/100k scattered tracked gfns
+                                                   with a vCPU running, and the kernel slots used; last line ratio=X.XX (10k/1k)
       smm-check                                    SMM memslots (as_id 1) and tracking in both address spaces on this KVM
       memslot-differential [STEPS [FILL_ONE_IN]]   the memslot differential of the integration tests (default 20000 steps,
                                                    no sequence starting near the id limit; FILL_ONE_IN=N: one in N does)
@@ -53,6 +56,9 @@ try
         ["dirty-check"] => DirtyLogCheck.Run(),
         ["smm-check"] => SmmCheck.Run(),
         ["tracking-check"] => TrackingCheck.Run(1000),
+        ["tracking-scale"] => TrackingScaleBench.Run(TrackingMode.TrapAccesses),
+        ["tracking-scale", "trap-accesses"] => TrackingScaleBench.Run(TrackingMode.TrapAccesses),
+        ["tracking-scale", "trap-writes"] => TrackingScaleBench.Run(TrackingMode.TrapWrites),
         ["tracking-check", var iterations] => TrackingCheck.Run(ParseInt(iterations, "ITERATIONS", 1)),
         ["memslot-differential", .. var rest] when rest.Length <= 2 => MemslotDifferentialCheck.Run(
             rest.Length > 0 ? ParseInt(rest[0], "STEPS", 1) : MemslotDifferentialCheck.DefaultSteps,

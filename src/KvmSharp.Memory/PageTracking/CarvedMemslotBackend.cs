@@ -268,8 +268,11 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         if (current.Count == desired.Count && current.Zip(desired).All(pair => pair.First.SameShape(pair.Second)))
             return 0;
 
-        var kept = current.Where(old => desired.Any(d => d.SameShape(old))).ToList();
-        var removed = current.Where(old => !kept.Contains(old)).ToList();
+        // Shapes in hash sets: a slot carved around thousands of gfns has tens of thousands of pieces.
+        var desiredShapes = desired.Select(Shape).ToHashSet();
+        var kept = current.Where(old => desiredShapes.Contains(Shape(old))).ToList();
+        var keptByShape = kept.ToDictionary(Shape);
+        var removed = current.Where(old => !desiredShapes.Contains(Shape(old))).ToList();
         // Ids of removed pieces are reused first (in address order), then free ones from the top.
         var reusable = new Queue<ushort>(removed.Select(p => p.KernelId).Where(id => id != user.Id));
         bool userIdInKernel = current.Any(p => p.KernelId == user.Id) && !removed.Any(p => p.KernelId == user.Id);
@@ -279,14 +282,18 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         for (int w = 0; w < desired.Count; w++)
         {
             var want = desired[w];
-            if (kept.FirstOrDefault(old => old.SameShape(want)) is { Size: > 0 } keep)
+            if (keptByShape.TryGetValue(Shape(want), out var keep))
             {
                 assigned.Add(keep);
                 continue;
             }
             ushort id;
             // The first piece holds the user's id (a slot whose head has no kernel slot: its first piece that has one).
-            if (!userIdInKernel && !assigned.Any(p => p.KernelId == user.Id)) id = user.Id;
+            if (!userIdInKernel)
+            {
+                id = user.Id;
+                userIdInKernel = true;
+            }
             else if (reusable.Count > 0) id = reusable.Dequeue();
             else if (free.MoveNext()) id = free.Current;
             else return -Errno.ENOSPC;
@@ -316,6 +323,8 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         _pieces[packed] = assigned;
         return 0;
     }
+
+    private static (ulong Gpa, ulong Size, ulong Hva, uint Flags) Shape(KernelSlotPiece piece) => (piece.GuestPhysAddr, piece.Size, piece.HostAddress, piece.Flags);
 
     // Delete <paramref name="removed"/>, then create <paramref name="created"/>; on a refusal undo what was done, in reverse.
     private int ApplyToKernel(List<KernelSlotPiece> removed, List<KernelSlotPiece> created)

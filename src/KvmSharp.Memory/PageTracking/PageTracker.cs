@@ -140,54 +140,85 @@ public sealed unsafe class PageTracker : IMemslotObserver
     public IReadOnlyDictionary<uint, IReadOnlyCollection<ulong>> TrackedGfns =>
         Volatile.Read(ref _counts).ToDictionary(p => p.Key, p => (IReadOnlyCollection<ulong>)p.Value.Keys.ToList());
 
-    private void ChangeCount(ulong gfn, int delta, TrackingMode mode, string operation)
+    private void ChangeCount(ulong gfn, int delta, TrackingMode mode, string operation) => ChangeCounts([gfn], delta, mode, operation);
+
+    /// <summary>
+    /// Batch kvm_write_track_add_gfn: +1 on each gfn (listed once or more) as <see cref="AddGfn(ulong, TrackingMode)"/>
+    /// does, with one re-carve per slot for all of them. All or nothing: a gfn no slot maps, or a count
+    /// that would overflow, refuses the whole batch with nothing changed.
+    /// </summary>
+    public void AddGfns(IEnumerable<ulong> gfns, TrackingMode? mode = null) =>
+        ChangeCounts(gfns as IReadOnlyList<ulong> ?? gfns.ToList(), +1, mode ?? Options.DefaultMode, "write_track_add_gfn");
+
+    /// <summary>Batch kvm_write_track_remove_gfn, one re-carve per slot; all or nothing (an untracked gfn refuses the batch).</summary>
+    public void RemoveGfns(IEnumerable<ulong> gfns) =>
+        ChangeCounts(gfns as IReadOnlyList<ulong> ?? gfns.ToList(), -1, Options.DefaultMode, "write_track_remove_gfn");
+
+    private void ChangeCounts(IReadOnlyList<ulong> gfns, int delta, TrackingMode mode, string operation)
     {
+        if (gfns.Count == 0) return;
         using var hostCall = Quiescer.EnterHostCall();
         lock (_memslots.WriteLock)
         {
             var snapshot = _memslots.Current;
-            var slots = new List<Memslot>();
-            for (int space = 0; space < snapshot.AddressSpaceCount; space++)
-                if (snapshot.TryFindByGfn(space, gfn, out var slot)) slots.Add(slot);
-            if (slots.Count == 0)
-                throw new PageTrackException(operation, Errno.EINVAL, $"no memslot maps gfn 0x{gfn:x}");
-
             var before = _counts;
-            var after = before;
             var accessBefore = _accessTrapped;
-            var accessAfter = accessBefore;
-            var relayout = new List<Memslot>();
-            foreach (var slot in slots)
+            var counts = new Dictionary<uint, ImmutableDictionary<ulong, ushort>.Builder>();
+            var access = new Dictionary<uint, ImmutableHashSet<ulong>.Builder>();
+            var relayout = new Dictionary<uint, Memslot>();
+            foreach (ulong gfn in gfns)
             {
-                var perSlot = after.TryGetValue(slot.PackedSlot, out var existing) ? existing : ImmutableDictionary<ulong, ushort>.Empty;
-                int count = perSlot.TryGetValue(gfn, out ushort c) ? c : 0;
-                if (delta < 0 && count == 0) continue; // this slot does not track it
-                int updated = count + delta;
-                if (updated > ushort.MaxValue)
-                    throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} in slot {slot.Id} (as {slot.AddressSpace}) is already tracked {count} times: the 16-bit count would overflow");
-                perSlot = updated == 0 ? perSlot.Remove(gfn) : perSlot.SetItem(gfn, (ushort)updated);
-                after = perSlot.IsEmpty ? after.Remove(slot.PackedSlot) : after.SetItem(slot.PackedSlot, perSlot);
-                var access = accessAfter.TryGetValue(slot.PackedSlot, out var set) ? set : ImmutableHashSet<ulong>.Empty;
-                bool wasAccessTrapped = access.Contains(gfn);
-                // The mode is set when tracking starts and only ever strengthens while it lasts.
-                bool accessTrapped = updated > 0 && (wasAccessTrapped || (delta > 0 && mode == TrackingMode.TrapAccesses));
-                if (accessTrapped != wasAccessTrapped)
+                bool mapped = false, changed = false;
+                for (int space = 0; space < snapshot.AddressSpaceCount; space++)
                 {
-                    access = accessTrapped ? access.Add(gfn) : access.Remove(gfn);
-                    accessAfter = access.IsEmpty ? accessAfter.Remove(slot.PackedSlot) : accessAfter.SetItem(slot.PackedSlot, access);
+                    if (!snapshot.TryFindByGfn(space, gfn, out var slot)) continue;
+                    mapped = true;
+                    if (!counts.TryGetValue(slot.PackedSlot, out var perSlot))
+                    {
+                        perSlot = (before.TryGetValue(slot.PackedSlot, out var existing) ? existing : ImmutableDictionary<ulong, ushort>.Empty).ToBuilder();
+                        counts[slot.PackedSlot] = perSlot;
+                        access[slot.PackedSlot] = (accessBefore.TryGetValue(slot.PackedSlot, out var set) ? set : ImmutableHashSet<ulong>.Empty).ToBuilder();
+                    }
+                    int count = perSlot.TryGetValue(gfn, out ushort c) ? c : 0;
+                    if (delta < 0 && count == 0) continue; // this slot does not track it
+                    int updated = count + delta;
+                    if (updated > ushort.MaxValue)
+                        throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} in slot {slot.Id} (as {slot.AddressSpace}) is already tracked {count} times: the 16-bit count would overflow");
+                    changed = true;
+                    if (updated == 0) perSlot.Remove(gfn);
+                    else perSlot[gfn] = (ushort)updated;
+                    var accessSet = access[slot.PackedSlot];
+                    bool wasAccessTrapped = accessSet.Contains(gfn);
+                    // The mode is set when tracking starts and only ever strengthens while it lasts.
+                    bool accessTrapped = updated > 0 && (wasAccessTrapped || (delta > 0 && mode == TrackingMode.TrapAccesses));
+                    if (accessTrapped && !wasAccessTrapped) accessSet.Add(gfn);
+                    else if (!accessTrapped && wasAccessTrapped) accessSet.Remove(gfn);
+                    if (count == 0 || updated == 0 || accessTrapped != wasAccessTrapped) relayout[slot.PackedSlot] = slot;
                 }
-                if (count == 0 || updated == 0 || accessTrapped != wasAccessTrapped) relayout.Add(slot);
+                if (!mapped)
+                    throw new PageTrackException(operation, Errno.EINVAL, $"no memslot maps gfn 0x{gfn:x}");
+                if (!changed)
+                    throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} is not tracked: the count would underflow");
             }
-            if (ReferenceEquals(after, before))
-                throw new PageTrackException(operation, Errno.ERANGE, $"gfn 0x{gfn:x} is not tracked: the count would underflow");
+
+            var after = before;
+            var accessAfter = accessBefore;
+            foreach (var (packed, perSlot) in counts)
+            {
+                var built = perSlot.ToImmutable();
+                after = built.IsEmpty ? after.Remove(packed) : after.SetItem(packed, built);
+                var set = access[packed].ToImmutable();
+                accessAfter = set.IsEmpty ? accessAfter.Remove(packed) : accessAfter.SetItem(packed, set);
+            }
 
             // Counts first, so the first trapped write already sees them; then the kernel layout, whose
             // quiesce is also the grace period after which no write to an untracked gfn is reported.
             Volatile.Write(ref _counts, after);
             Volatile.Write(ref _accessTrapped, accessAfter);
-            for (int i = 0; i < relayout.Count; i++)
+            var order = relayout.Values.OrderBy(s => s.PackedSlot).ToList();
+            for (int i = 0; i < order.Count; i++)
             {
-                var slot = relayout[i];
+                var slot = order[i];
                 if (delta > 0) _backend.PrepareSoftDirty(slot.PackedSlot);
                 var tracked = after.TryGetValue(slot.PackedSlot, out var perSlot) ? perSlot.Keys : [];
                 int result = _backend.Relayout(slot.PackedSlot, tracked, accessAfter.GetValueOrDefault(slot.PackedSlot));
@@ -196,10 +227,11 @@ public sealed unsafe class PageTracker : IMemslotObserver
                 Volatile.Write(ref _accessTrapped, accessBefore);
                 for (int j = 0; j < i; j++)
                 {
-                    var undo = relayout[j];
+                    var undo = order[j];
                     _backend.Relayout(undo.PackedSlot, before.TryGetValue(undo.PackedSlot, out var old) ? old.Keys : [], accessBefore.GetValueOrDefault(undo.PackedSlot));
                 }
-                throw new PageTrackException(operation, -result, $"the kernel refused to re-carve slot {slot.Id} (as {slot.AddressSpace}) for gfn 0x{gfn:x}");
+                string what = gfns.Count == 1 ? $"gfn 0x{gfns[0]:x}" : $"{gfns.Count} gfns";
+                throw new PageTrackException(operation, -result, $"the kernel refused to re-carve slot {slot.Id} (as {slot.AddressSpace}) for {what}");
             }
         }
     }

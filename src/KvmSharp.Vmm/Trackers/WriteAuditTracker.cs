@@ -33,11 +33,15 @@ public sealed class WriteAuditTracker : IPageTrackNotifier
     public long Bytes => Interlocked.Read(ref _bytes);
     public IReadOnlyList<GuestRange> Ranges => _ranges;
 
-    /// <summary>Register with the VM's tracker and protect every page of the ranges.</summary>
+    /// <summary>
+    /// Register with the VM's tracker and protect every page of the ranges, write-trapped: a user's
+    /// ranges may hold kernel code or page tables, which an access-trapped page (no kernel slot) would
+    /// break; the audit only counts writes.
+    /// </summary>
     public void Attach(PageTracker tracker)
     {
         tracker.Register(this);
-        foreach (ulong gfn in _pageGfns) tracker.AddGfn(gfn);
+        tracker.AddGfns(_pageGfns, TrackingMode.TrapWrites);
     }
 
     public void TrackWrite(ulong gpa, ReadOnlySpan<byte> bytes)

@@ -52,7 +52,7 @@ public sealed class SmmAddressSpaceTests
         var limits = MemslotLimitsProbe.Read(vm);
         var carved = new CarvedMemslotBackend(new KvmMemslotBackend(vm), limits);
         var table = new MemslotTable(limits, carved);
-        var tracker = new PageTracker(table, carved, new NoVcpuQuiescer());
+        var tracker = new PageTracker(table, carved, new NoVcpuQuiescer(), new PageTrackOptions { DefaultMode = TrackingMode.TrapWrites }); // checks read-only carves
         using var ram = GuestMemoryRegion.CreateAnonymous(0x10000, "ram");
         using var smram = GuestMemoryRegion.CreateAnonymous(0x10000, "smram");
         table.Apply(MemslotRequest.Create(0, 0x30000, 0x10000, ram.HostAddress));
