@@ -62,7 +62,8 @@ public sealed class SetMemoryRegionTests
         Assert.Equal(MemslotChangeKind.Move, moved.Kind);
         Assert.True(vm.Memslots.Current.TryFindByGfn(0, MovedGpa >> 12, out _));
         Assert.False(vm.Memslots.Current.TryFindByGfn(0, RegionGpa >> 12, out _));
-        Thread.Sleep(20);
+        // Let the guest read the region while it is away (a fixed sleep was too short for a vCPU on a loaded host).
+        Assert.True(SpinWait.SpinUntil(() => stand_in.Reads > 0, TimeSpan.FromSeconds(10)), "the guest never read the region while it was moved away");
         var back = vm.Memslots.Apply(MemslotRequest.Create(RegionSlot, RegionGpa, RegionSize, region.HostAddress));
         Assert.Equal(MemslotChangeKind.Move, back.Kind);
 
