@@ -2,6 +2,7 @@ using System.CommandLine;
 using KvmSharp.Caps;
 using KvmSharp.Cli;
 using KvmSharp.Hosting;
+using KvmSharp.Vmm.Statistics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -38,8 +39,11 @@ public static class Program
 
     private static async Task<int> RunAsync(string[] args)
     {
+        var timeline = StartupTimeline.Process;
+        timeline.Mark("runtime started");
         var commandLine = new CommandLine();
         var parsed = commandLine.Parse(args);
+        timeline.Mark("command line parsed");
         switch (parsed.Verb)
         {
             case ParsedVerb.Error:
@@ -55,6 +59,7 @@ public static class Program
         }
 
         var settings = Settings.Load(parsed.Settings);
+        timeline.Mark("settings loaded");
         if (parsed.Verb == ParsedVerb.Caps)
         {
             string device = settings.KvmDevice();
@@ -72,8 +77,14 @@ public static class Program
             throw settings.WithOrigin(e);
         }
 
-        // The VM needs none of the host: it is made while the host is built (VmService starts it).
-        var firstVm = FirstVmLaunch.Begin(validated);
+        timeline.Mark("options validated");
+        // The first VM starts before the host is built: it needs none of it, and the host is most of the start-up.
+        var exitCode = new ExitCodeHolder();
+        var log = new DeferredLogger<VmService>();
+        var service = new VmService(validated, exitCode, log);
+        service.StartFirstVm();
+        timeline.Mark("first VM started");
+
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
             DisableDefaults = true,
@@ -86,13 +97,14 @@ public static class Program
         builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
         builder.Services.AddSystemd();
         PrecompiledHostServices.Add(builder.Services);
-
-        var exitCode = new ExitCodeHolder();
-        builder.Services.AddSingleton(validated);
-        builder.Services.AddSingleton(firstVm);
-        builder.Services.AddSingleton(exitCode);
-        builder.Services.AddHostedService<VmService>();
+        builder.Services.AddHostedService(services =>
+        {
+            service.AttachHost(services.GetRequiredService<IHostApplicationLifetime>());
+            log.Attach(services.GetRequiredService<ILogger<VmService>>());
+            return service;
+        });
         using var host = builder.Build();
+        timeline.Mark("host built");
         await host.RunAsync();
         return exitCode.ExitCode;
     }
