@@ -205,6 +205,7 @@ public sealed unsafe class VcpuRunner : IDisposable
             Timeline?.Mark("vCPU configured");
             _run = _vcpu.Run;
             Volatile.Write(ref _threadId, VcpuKickSignal.CurrentThreadId());
+            VcpuThreadWeight.LowerCurrentThread(); // after set-up, which ran at the VMM's weight
             _ready.Set();
             State = Loop(_vcpu);
         }
