@@ -18,6 +18,9 @@ public static class Program
     /// <summary>KvmSharp or the host failed (sysexits' EX_SOFTWARE).</summary>
     public const int HostFailure = 70;
 
+    // How long the host's build waits for the first VM to start; a few ms when idle, longer for hundreds of vCPUs.
+    private static readonly TimeSpan FirstVmHeadStart = TimeSpan.FromMilliseconds(50);
+
     public static async Task<int> Main(string[] args)
     {
         try
@@ -83,7 +86,8 @@ public static class Program
         var log = new DeferredLogger<VmService>();
         var service = new VmService(validated, exitCode, log);
         service.StartFirstVm();
-        timeline.Mark("first VM started");
+        service.WaitUntilFirstVmStarted(FirstVmHeadStart);
+        timeline.Mark("host build begins");
 
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {

@@ -42,6 +42,7 @@ public sealed class VmService(
     private readonly CancellationTokenSource _stop = new();
     private volatile IHostApplicationLifetime? _lifetime;
     private Task? _run;
+    private readonly ManualResetEventSlim _firstVmStarted = new();
     // Log entries held until the host's logger exists come out first: the guest's output waits for them, so the
     // console shows "booting ..." before the guest's first line, as when the host was built first.
     private readonly Task _logReady = logger is DeferredLogger<VmService> deferred ? deferred.Attached : Task.CompletedTask;
@@ -55,6 +56,12 @@ public sealed class VmService(
         if (_run is not null) throw new InvalidOperationException("the first VM has already been started");
         _run = Task.Factory.StartNew(() => RunAsync(_stop.Token), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
     }
+
+    /// <summary>
+    /// Wait until the first VM's vCPUs are started (or its start failed), at most <paramref name="timeout"/>: the host is
+    /// built after that, so the two do not compete for the CPUs, unless starting takes long (hundreds of vCPUs).
+    /// </summary>
+    public bool WaitUntilFirstVmStarted(TimeSpan timeout) => _firstVmStarted.Wait(timeout);
 
     /// <summary>The host this service runs in (its lifetime stops when the VM's run ends).</summary>
     public void AttachHost(IHostApplicationLifetime lifetime)
@@ -81,6 +88,7 @@ public sealed class VmService(
     {
         base.Dispose();
         _stop.Dispose();
+        _firstVmStarted.Dispose();
     }
 
     private async Task RunAsync(CancellationToken stoppingToken)
@@ -136,6 +144,7 @@ public sealed class VmService(
         }
         finally
         {
+            _firstVmStarted.Set();
             firstVm?.Dispose(); // made, never run
             input?.Dispose(); // restores the terminal
             await _logReady; // the held output goes out after the held log entries
@@ -208,6 +217,7 @@ public sealed class VmService(
             try
             {
                 vm.Start();
+                _firstVmStarted.Set();
                 watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
                 outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
             }
