@@ -6,7 +6,8 @@ namespace KvmSharp.Vmm.Vcpus;
 /// vCPU threads run at a lower scheduling weight (a higher nice value) than the VMM's own threads. A spinning guest
 /// keeps every vCPU thread runnable all the time; at equal weight, the thread that handles a stop signal, the one that
 /// kicks the vCPUs and the console writer would each wait a whole round of hundreds of vCPU slices for a CPU. Among
-/// themselves the vCPUs keep equal weights, and a vCPU that is alone on a CPU runs exactly as fast.
+/// themselves the vCPUs keep equal weights. Only VMs with more vCPUs than the host has CPUs do this: a vCPU at
+/// nice +10 also yields to every other process on a busy host, which a VM that fits the host must not.
 /// </summary>
 internal static partial class VcpuThreadWeight
 {
