@@ -103,8 +103,13 @@ public static class Program
         PrecompiledHostServices.Add(builder.Services);
         builder.Services.AddHostedService(services =>
         {
-            service.AttachHost(services.GetRequiredService<IHostApplicationLifetime>());
-            log.Attach(services.GetRequiredService<ILogger<VmService>>());
+            var lifetime = services.GetRequiredService<IHostApplicationLifetime>();
+            var logger = services.GetRequiredService<ILogger<VmService>>();
+            service.AttachHost(lifetime);
+            // Held log entries (and the guest's output after them) go out once the host has started, as when the VM
+            // was started by the started host; or as soon as it stops, should that come first.
+            lifetime.ApplicationStarted.Register(() => log.Attach(logger));
+            lifetime.ApplicationStopping.Register(() => log.Attach(logger));
             return service;
         });
         using var host = builder.Build();

@@ -14,10 +14,10 @@ public sealed class DeferredLogger<T> : ILogger<T>
     private volatile ILogger? _target;
     private readonly TaskCompletionSource _attached = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>Completes once the held entries are out and the real logger takes every entry.</summary>
+    /// <summary>Completes shortly after the held entries were handed to the real logger, which takes every entry from then on.</summary>
     public Task Attached => _attached.Task;
 
-    /// <summary>Replay the held entries into <paramref name="target"/> (its filters apply then), and log there from now on.</summary>
+    /// <summary>Replay the held entries into <paramref name="target"/> (its filters apply then), and log there from now on; once only.</summary>
     public void Attach(ILogger target)
     {
         ArgumentNullException.ThrowIfNull(target);
@@ -28,8 +28,11 @@ public sealed class DeferredLogger<T> : ILogger<T>
             _held = null;
             _target = target;
         }
-        _attached.TrySetResult();
+        // The console logger writes from its own queue thread: give it a head start on output that waits for it.
+        Task.Delay(ReplayHeadStart).ContinueWith(_ => _attached.TrySetResult(), TaskScheduler.Default);
     }
+
+    private static readonly TimeSpan ReplayHeadStart = TimeSpan.FromMilliseconds(20);
 
     public IDisposable? BeginScope<TState>(TState state) where TState : notnull => _target?.BeginScope(state);
 
