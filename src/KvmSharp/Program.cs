@@ -2,6 +2,7 @@ using System.CommandLine;
 using KvmSharp.Caps;
 using KvmSharp.Cli;
 using KvmSharp.Hosting;
+using KvmSharp.Vmm.Statistics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -16,6 +17,9 @@ public static class Program
 
     /// <summary>KvmSharp or the host failed (sysexits' EX_SOFTWARE).</summary>
     public const int HostFailure = 70;
+
+    // How long the host's build waits for the first VM to start; a few ms when idle, longer for hundreds of vCPUs.
+    private static readonly TimeSpan FirstVmHeadStart = TimeSpan.FromMilliseconds(50);
 
     public static async Task<int> Main(string[] args)
     {
@@ -38,8 +42,11 @@ public static class Program
 
     private static async Task<int> RunAsync(string[] args)
     {
+        var timeline = StartupTimeline.Process;
+        timeline.Mark("runtime started");
         var commandLine = new CommandLine();
         var parsed = commandLine.Parse(args);
+        timeline.Mark("command line parsed");
         switch (parsed.Verb)
         {
             case ParsedVerb.Error:
@@ -55,6 +62,7 @@ public static class Program
         }
 
         var settings = Settings.Load(parsed.Settings);
+        timeline.Mark("settings loaded");
         if (parsed.Verb == ParsedVerb.Caps)
         {
             string device = settings.KvmDevice();
@@ -72,8 +80,15 @@ public static class Program
             throw settings.WithOrigin(e);
         }
 
-        // The VM needs none of the host: it is made while the host is built (VmService starts it).
-        var firstVm = FirstVmLaunch.Begin(validated);
+        timeline.Mark("options validated");
+        // The first VM starts before the host is built: it needs none of it, and the host is most of the start-up.
+        var exitCode = new ExitCodeHolder();
+        var log = new DeferredLogger<VmService>();
+        var service = new VmService(validated, exitCode, log);
+        service.StartFirstVm();
+        service.WaitUntilFirstVmStarted(FirstVmHeadStart);
+        timeline.Mark("host build begins");
+
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
             DisableDefaults = true,
@@ -86,13 +101,19 @@ public static class Program
         builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
         builder.Services.AddSystemd();
         PrecompiledHostServices.Add(builder.Services);
-
-        var exitCode = new ExitCodeHolder();
-        builder.Services.AddSingleton(validated);
-        builder.Services.AddSingleton(firstVm);
-        builder.Services.AddSingleton(exitCode);
-        builder.Services.AddHostedService<VmService>();
+        builder.Services.AddHostedService(services =>
+        {
+            var lifetime = services.GetRequiredService<IHostApplicationLifetime>();
+            var logger = services.GetRequiredService<ILogger<VmService>>();
+            service.AttachHost(lifetime);
+            // Held log entries (and the guest's output after them) go out once the host has started, as when the VM
+            // was started by the started host; or as soon as it stops, should that come first.
+            lifetime.ApplicationStarted.Register(() => log.Attach(logger));
+            lifetime.ApplicationStopping.Register(() => log.Attach(logger));
+            return service;
+        });
         using var host = builder.Build();
+        timeline.Mark("host built");
         await host.RunAsync();
         return exitCode.ExitCode;
     }

@@ -244,7 +244,11 @@ public sealed class VirtualMachine : IDisposable
         for (int id = 0; id < Config.Cpus; id++)
         {
             var runner = new VcpuRunner(Kvm, id, Exits, ConfigureVcpu,
-                (vcpu, reason) => CpuStateReport.Capture(vcpu, Memory, reason)) { Timeline = id == 0 ? Timeline : null };
+                (vcpu, reason) => CpuStateReport.Capture(vcpu, Memory, reason))
+            {
+                Timeline = id == 0 ? Timeline : null,
+                LowerSchedulingWeight = Config.Cpus > Environment.ProcessorCount,
+            };
             runner.Ended += OnVcpuEnded;
             _vcpus.Add(runner);
         }

@@ -13,6 +13,9 @@ public sealed class StartupTimeline
 {
     private readonly List<(string Step, long Timestamp)> _marks = new();
 
+    /// <summary>The process's own steps before any VM (command line, settings, host), merged into a VM's timeline by <see cref="Format"/>.</summary>
+    public static StartupTimeline Process { get; } = new();
+
     /// <summary>Note that <paramref name="step"/> ended now.</summary>
     public void Mark(string step)
     {
@@ -28,12 +31,17 @@ public sealed class StartupTimeline
     }
 
     /// <summary>One line: each step's duration in ms, from <paramref name="processStartUtc"/> to <paramref name="firstRunTimestamp"/>.</summary>
-    public string Format(DateTime? processStartUtc, long firstRunTimestamp)
+    /// <param name="processStartUtc">When the process started.</param>
+    /// <param name="firstRunTimestamp">The first KVM_RUN (0: not reached).</param>
+    /// <param name="other">Another timeline whose marks are merged in time order (the process's own, for the first VM).</param>
+    public string Format(DateTime? processStartUtc, long firstRunTimestamp, StartupTimeline? other = null)
     {
         var c = CultureInfo.InvariantCulture;
         var text = new StringBuilder("start-up (ms):");
         var marks = Marks.ToList();
+        if (other is not null && other != this) marks.AddRange(other.Marks);
         if (firstRunTimestamp != 0) marks.Add(("first KVM_RUN", firstRunTimestamp));
+        marks.Sort((a, b) => a.Timestamp.CompareTo(b.Timestamp));
         long? previous = null;
         if (processStartUtc is { } start && marks.Count > 0)
         {

@@ -66,6 +66,9 @@ public sealed unsafe class VcpuRunner : IDisposable
     /// <summary>Where vCPU 0 notes its start-up steps (for --stats), if anywhere.</summary>
     public Statistics.StartupTimeline? Timeline { get; init; }
 
+    /// <summary>Run at a lower scheduling weight than the VMM's threads (<see cref="VcpuThreadWeight"/>): for VMs with more vCPUs than the host has CPUs.</summary>
+    public bool LowerSchedulingWeight { get; init; }
+
     /// <summary>Raised on the vCPU thread when it ends, for any reason.</summary>
     public event Action<VcpuRunner>? Ended;
 
@@ -218,6 +221,7 @@ public sealed unsafe class VcpuRunner : IDisposable
             Timeline?.Mark("vCPU configured");
             _run = _vcpu.Run;
             Volatile.Write(ref _threadId, VcpuKickSignal.CurrentThreadId());
+            if (LowerSchedulingWeight) VcpuThreadWeight.LowerCurrentThread(); // after set-up, which ran at the VMM's weight
             _ready.Set();
             State = Loop(_vcpu);
         }

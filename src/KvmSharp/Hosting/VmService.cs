@@ -20,11 +20,15 @@ namespace KvmSharp.Hosting;
 /// ending stops the host with the guest's status; the host stopping (Ctrl-C, SIGTERM, systemd) stops
 /// the VM cleanly. With --expect/--timeout it watches the console and decides the exit status.
 /// </summary>
+/// <remarks>
+/// The first VM is started by <see cref="StartFirstVm"/> before the host is built: the host (dependency injection,
+/// logging, systemd, lifetime) is most of the start-up and the VM needs none of it. Until the host is there, stops
+/// come from the signals alone (which this service handles itself), and log entries wait in a
+/// <see cref="DeferredLogger{T}"/> that the host's logger replays.
+/// </remarks>
 public sealed class VmService(
     ValidatedRunOptions options,
-    FirstVmLaunch firstVm,
     ExitCodeHolder exitCode,
-    IHostApplicationLifetime lifetime,
     ILogger<VmService> logger) : BackgroundService
 {
     private const int TailLines = 25;
@@ -34,25 +38,75 @@ public sealed class VmService(
     private volatile bool _quitFromConsole;
     private volatile string? _outputFailure;
     private VirtualMachine? _stopping;
+    // The host's stop, or a stop signal before the host exists: no restart after it.
+    private readonly CancellationTokenSource _stop = new();
+    private volatile IHostApplicationLifetime? _lifetime;
+    private Task? _run;
+    private readonly ManualResetEventSlim _firstVmStarted = new();
+    // Log entries held until the host's logger exists come out first: the guest's output waits for them, so the
+    // console shows "booting ..." before the guest's first line, as when the host was built first.
+    private readonly Task _logReady = logger is DeferredLogger<VmService> deferred ? deferred.Attached : Task.CompletedTask;
+
+    /// <summary>
+    /// Start the first VM now, without waiting for the host, on a thread of its own: the caller builds the host
+    /// meanwhile (with many vCPUs, starting their threads takes long on a busy host). The run goes on in the background.
+    /// </summary>
+    public void StartFirstVm()
+    {
+        if (_run is not null) throw new InvalidOperationException("the first VM has already been started");
+        _run = Task.Factory.StartNew(() => RunAsync(_stop.Token), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+    }
+
+    /// <summary>
+    /// Wait until the first VM's vCPUs are started (or its start failed), at most <paramref name="timeout"/>: the host is
+    /// built after that, so the two do not compete for the CPUs, unless starting takes long (hundreds of vCPUs).
+    /// </summary>
+    public bool WaitUntilFirstVmStarted(TimeSpan timeout) => _firstVmStarted.Wait(timeout);
+
+    /// <summary>The host this service runs in (its lifetime stops when the VM's run ends).</summary>
+    public void AttachHost(IHostApplicationLifetime lifetime)
+    {
+        ArgumentNullException.ThrowIfNull(lifetime);
+        _lifetime = lifetime;
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        await Task.Yield();
-        StreamSerialSink? console = null;
-        SerialInputPump? input = null;
-        FirstVm? prepared = null;
-        using var signals = StopSignals.Register(StopCurrentVmGracefully, lifetime.StopApplication);
+        using var hostStop = stoppingToken.Register(() => _stop.Cancel());
         try
         {
-            firstVm.SetWarningLog(WarnFromVm);
-            var first = await firstVm.Ready;
-            console = first.Console;
-            if (first.Failure is not null) ExceptionDispatchInfo.Throw(first.Failure);
-            prepared = first;
-            console!.Failed += OnConsoleOutputFailed;
+            if (_run is null) StartFirstVm();
+            await _run!;
+        }
+        finally
+        {
+            _lifetime?.StopApplication();
+        }
+    }
+
+    public override void Dispose()
+    {
+        base.Dispose();
+        _stop.Dispose();
+        _firstVmStarted.Dispose();
+    }
+
+    private async Task RunAsync(CancellationToken stoppingToken)
+    {
+        StreamSerialSink? console = null;
+        SerialInputPump? input = null;
+        VirtualMachine? firstVm = null;
+        using var signals = StopSignals.Register(StopOnSignal, StopHost);
+        try
+        {
+            console = SerialOutput.Open(options.Serial, writeAfter: _logReady);
+            var capture = options.Expect is not null || options.Timeout is not null ? new ExpectSerialSink(options.Expect) : null;
+            ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
+            var config = BuildConfig(options, sink, WarnFromVm);
+            StartupTimeline.Process.Mark("console opened, guest prepared");
+            firstVm = VirtualMachine.Create(config);
+            console.Failed += OnConsoleOutputFailed;
             if (console.Failure is { } early) OnConsoleOutputFailed(early);
-            var capture = first.Capture;
-            var sink = first.Sink!;
             if (options.Kernel is not null) WarnIfGuestKernelModeIsEmulated();
             input = SerialInputPump.Start(QuitFromConsole, notice => logger.LogInformation("{Notice}", notice));
 
@@ -62,9 +116,9 @@ public sealed class VmService(
             do
             {
                 if (boots++ > 0) logger.LogInformation("the guest rebooted: restarting it (--on-reboot restart)");
-                var firstBoot = prepared;
-                prepared = null; // RunOnce owns it now
-                outcome = await RunOnce(firstBoot, sink, console, input, capture, clock, stoppingToken);
+                var prepared = firstVm;
+                firstVm = null; // RunOnce owns it now
+                outcome = await RunOnce(prepared, sink, console, input, capture, clock, stoppingToken);
             }
             while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested && !_quitFromConsole);
 
@@ -90,13 +144,28 @@ public sealed class VmService(
         }
         finally
         {
-            prepared?.Machine?.Dispose(); // made while the host was built, never run
+            _firstVmStarted.Set();
+            firstVm?.Dispose(); // made, never run
             input?.Dispose(); // restores the terminal
+            await _logReady; // the held output goes out after the held log entries
             console?.Dispose();
             if (console?.DroppedBytes is > 0 and var dropped)
                 logger.LogWarning("{Dropped} bytes of guest console output were dropped: the reader of --serial {Serial} fell behind or went away", dropped, options.Serial);
-            lifetime.StopApplication();
         }
+    }
+
+    // SIGTERM, SIGINT: stop the VM at once from the signal's thread, and the run with it (no restart after it).
+    private void StopOnSignal()
+    {
+        StopCurrentVmGracefully();
+        _stop.Cancel();
+    }
+
+    // SIGHUP: the host stops too (it does not handle SIGHUP itself).
+    private void StopHost()
+    {
+        StopOnSignal();
+        _lifetime?.StopApplication();
     }
 
     // Ctrl-A x: a host stop, at once (no Ctrl-Alt-Del grace), and no restart after it.
@@ -121,10 +190,10 @@ public sealed class VmService(
 
     private void WarnFromVm(string message) => logger.LogWarning("{Message}", message);
 
-    // The first boot takes over the VM made while the host was built; a reboot makes a new one.
-    private async Task<VmOutcome> RunOnce(FirstVm? prepared, ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
+    // The first boot runs the VM made with the console; a reboot makes a new one.
+    private async Task<VmOutcome> RunOnce(VirtualMachine? prepared, ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
     {
-        using var vm = prepared?.Machine ?? VirtualMachine.Create(BuildConfig(options, sink, WarnFromVm));
+        using var vm = prepared ?? VirtualMachine.Create(BuildConfig(options, sink, WarnFromVm));
         WriteAuditTracker? audit = null;
         if (options.Track.Count > 0)
         {
@@ -148,6 +217,7 @@ public sealed class VmService(
             try
             {
                 vm.Start();
+                _firstVmStarted.Set();
                 watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
                 outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
             }
@@ -159,22 +229,23 @@ public sealed class VmService(
                 await watcher;
             }
         }
+        await _logReady;
         // Bounded: a reader that stalls must not hold up the end of the run.
         console.Flush(ConsoleDrainTimeout);
         if (audit is not null) logger.LogInformation("{Summary}", audit.Summary());
         Report(outcome, vm);
-        if (options.Stats) PrintStatistics(vm);
+        if (options.Stats) PrintStatistics(vm, firstVm: prepared is not null);
         return outcome;
     }
 
     // --stats: where the time went, as a table on stderr (after the vCPU threads ended, so exact).
-    private static void PrintStatistics(VirtualMachine vm)
+    private static void PrintStatistics(VirtualMachine vm, bool firstVm)
     {
         var report = vm.CollectExitStatistics();
         Console.Error.Write(report.Format());
         Console.Error.WriteLine(vm.MemslotUsage().Format());
         var earliest = vm.Vcpus.Select(v => v.Counters).Where(c => c.FirstRunTimestamp != 0).MinBy(c => c.FirstRunTimestamp);
-        Console.Error.WriteLine(vm.Timeline.Format(ProcessStartTime.Utc, earliest?.FirstRunTimestamp ?? 0));
+        Console.Error.WriteLine(vm.Timeline.Format(ProcessStartTime.Utc, earliest?.FirstRunTimestamp ?? 0, firstVm ? StartupTimeline.Process : null));
         if (earliest is not null) Console.Error.WriteLine($"process CPU time at the first KVM_RUN: {earliest.FirstRunProcessCpuTime.TotalMilliseconds:0.0} ms");
         var memory = ProcessMemory.Read(vm.RamRegions.Select(r => (r.HostAddress, r.Size)).ToList());
         if (memory is { } m)

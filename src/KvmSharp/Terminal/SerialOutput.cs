@@ -18,27 +18,40 @@ public static unsafe class SerialOutput
     public const int BufferBytes = 256 * 1024;
 
     /// <summary>The sink for <c>--serial</c>: "stdout" or a path (created or truncated; a FIFO waits for its reader).</summary>
+    /// <param name="serial">"stdout" or a path.</param>
+    /// <param name="writeAfter">Output is held (in the sink's buffer, the VM never waits) until this completes.</param>
     /// <exception cref="IOException">The file cannot be opened; the message names it and the reason.</exception>
-    public static StreamSerialSink Open(string serial)
+    public static StreamSerialSink Open(string serial, Task? writeAfter = null)
     {
         if (serial == "stdout")
         {
             // fd 1 itself, not Console's stream: that one would initialise .NET's terminal handling.
-            return new StreamSerialSink(new FileDescriptorStream(1, ownsDescriptor: false),
-                leaveOpen: true, bufferSize: BufferBytes, maxFlushDelay: MaxFlushDelay);
+            var stdout = new FileDescriptorStream(1, ownsDescriptor: false);
+            return writeAfter is null
+                ? new StreamSerialSink(stdout, leaveOpen: true, bufferSize: BufferBytes, maxFlushDelay: MaxFlushDelay)
+                : new StreamSerialSink(() => After(writeAfter, stdout), BufferBytes, MaxFlushDelay);
         }
 
         // O_NONBLOCK makes opening a FIFO without a reader fail with ENXIO instead of waiting for one.
         int fd = OpenPath(serial, O_NONBLOCK);
         if (fd == -ENXIO)
         {
-            return new StreamSerialSink(() => ToStream(ThrowIfFailed(OpenPath(serial, 0), serial)), BufferBytes, MaxFlushDelay);
+            return new StreamSerialSink(() => After(writeAfter, ToStream(ThrowIfFailed(OpenPath(serial, 0), serial))), BufferBytes, MaxFlushDelay);
         }
 
         ThrowIfFailed(fd, serial);
         int flags = fcntl(fd, F_GETFL);
         if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-        return new StreamSerialSink(ToStream(fd), bufferSize: BufferBytes, maxFlushDelay: MaxFlushDelay);
+        return writeAfter is null
+            ? new StreamSerialSink(ToStream(fd), bufferSize: BufferBytes, maxFlushDelay: MaxFlushDelay)
+            : new StreamSerialSink(() => After(writeAfter, ToStream(fd)), BufferBytes, MaxFlushDelay);
+    }
+
+    // Runs on the sink's writer thread, which holds the output until then.
+    private static Stream After(Task? writeAfter, Stream stream)
+    {
+        writeAfter?.Wait();
+        return stream;
     }
 
     private static int OpenPath(string path, int extraFlags)

@@ -24,9 +24,18 @@ public static class StopSignals
         ArgumentNullException.ThrowIfNull(stopHost);
         var registrations = new List<PosixSignalRegistration>
         {
-            // Not cancelled: the host's handler still runs and stops the application as usual.
-            PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => stopVm()),
-            PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => stopVm()),
+            // Cancelled: the process must not die of it before the host (built after the VM starts) handles it too.
+            // The host's handler, once registered, still runs and stops the application as usual.
+            PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+            {
+                context.Cancel = true;
+                stopVm();
+            }),
+            PosixSignalRegistration.Create(PosixSignal.SIGINT, context =>
+            {
+                context.Cancel = true;
+                stopVm();
+            }),
             PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
             {
                 context.Cancel = true;

@@ -30,7 +30,8 @@ public sealed class VmServiceFailureTests
         var exitCode = new ExitCodeHolder();
         var lifetime = new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance);
         var logger = new RecordingLogger();
-        using var service = new VmService(options, FirstVmLaunch.Begin(options), exitCode, lifetime, logger);
+        using var service = new VmService(options, exitCode, logger);
+        service.AttachHost(lifetime);
 
         await service.StartAsync(CancellationToken.None);
         await service.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(30));
@@ -67,7 +68,8 @@ public sealed class VmServiceFailureTests
             var exitCode = new ExitCodeHolder();
             var lifetime = new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance);
             var logger = new RecordingLogger();
-            using var service = new VmService(options, FirstVmLaunch.Begin(options), exitCode, lifetime, logger);
+            using var service = new VmService(options, exitCode, logger);
+        service.AttachHost(lifetime);
 
             await service.StartAsync(CancellationToken.None);
             await service.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(30));
