@@ -338,12 +338,18 @@ public sealed unsafe class ExitDispatcherTests : IDisposable
         _dispatcher.MmioInterceptor = interceptor;
 
         long handled = RunExits(2_000); // warm up
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        handled += RunExits(20_000);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The fewest bytes of three windows of 20,000 rounds: a path that allocates does so in every window,
+        // while a one-off runtime allocation seen under a loaded full-suite run does not repeat.
+        long allocated = long.MaxValue;
+        for (int window = 0; window < 3; window++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            handled += RunExits(20_000);
+            allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
 
         Assert.Equal(0, allocated);
-        Assert.Equal(22_000L * 7, handled);
+        Assert.Equal(62_000L * 7, handled);
     }
 
     // Each round: OUT, IN, string OUT of 4, MMIO write; returns how many device accesses there were.

@@ -22,16 +22,21 @@ public sealed class VirtioPciHotPathAllocationTests
         var loop = rig.Loop;
 
         RunTraffic(rig, driver, doorbells, activation, 200); // warm up: JIT, tiering, statics
-        rig.Device.Notifies.Clear();
-        int deliveredBefore = rig.Msi.Vectors.Sum(vector => vector.Delivered);
-
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        RunTraffic(rig, driver, doorbells, activation, Iterations);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The fewest bytes of three windows: a path that allocates does so in every window, while a one-off
+        // runtime allocation seen under a loaded full-suite run does not repeat.
+        long allocated = long.MaxValue;
+        for (int window = 0; window < 3; window++)
+        {
+            rig.Device.Notifies.Clear();
+            int deliveredBefore = rig.Msi.Vectors.Sum(vector => vector.Delivered);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            RunTraffic(rig, driver, doorbells, activation, Iterations);
+            allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
+            Assert.Equal(2 * Iterations, rig.Device.Notifies.Count);
+            Assert.Equal(2 * Iterations, rig.Msi.Vectors.Sum(vector => vector.Delivered) - deliveredBefore);
+        }
 
         Assert.Equal(0, allocated);
-        Assert.Equal(2 * Iterations, rig.Device.Notifies.Count);
-        Assert.Equal(2 * Iterations, rig.Msi.Vectors.Sum(vector => vector.Delivered) - deliveredBefore);
         Assert.Equal(0, loop.Pending);
     }
 
