@@ -172,16 +172,7 @@ public sealed class VirtioBlock : IVirtioDevice
             ObjectDisposedException.ThrowIf(_disposed, this);
             _activation = activation;
             _needsResetReported = false;
-            _queue = null;
-            var config = activation.Queues.Count > 0 ? activation.Queues[0] : default;
-            if (!config.Enabled)
-            {
-                reset = "virtio-blk activated without its request queue enabled";
-            }
-            else if (!SplitVirtqueue.TryCreate(config, activation.Memory, activation.NegotiatedFeatures, out _queue, out var error))
-            {
-                reset = error!.ToString();
-            }
+            _queue = SplitVirtqueue.FromActivation(activation, 0, "virtio-blk's request queue", out reset);
 
             StartWorkers();
         }

@@ -69,6 +69,27 @@ public sealed class SplitVirtqueue
     public ushort NextUsedIndex => _nextUsed;
 
     /// <summary>
+    /// Queue <paramref name="index"/> of an activation as a split virtqueue, or null with the reason the
+    /// device needs a reset (the queue is missing or not enabled, or its rings are unusable).
+    /// </summary>
+    public static SplitVirtqueue? FromActivation(VirtioActivation activation, int index, string queueName, out string? needsResetReason)
+    {
+        var config = activation.Queues.Count > index ? activation.Queues[index] : default;
+        if (!config.Enabled)
+        {
+            needsResetReason = $"{queueName} is not enabled at activation";
+            return null;
+        }
+        if (!TryCreate(config, activation.Memory, activation.NegotiatedFeatures, out var queue, out var error))
+        {
+            needsResetReason = error!.ToString();
+            return null;
+        }
+        needsResetReason = null;
+        return queue;
+    }
+
+    /// <summary>
     /// A queue over the rings <paramref name="config"/> names. Checks the size (a power of two up to
     /// <see cref="MaxSize"/>), the alignments the spec requires (16, 2, 4), that the rings lie in guest
     /// RAM, and that the used ring is writable (it clears the used flags). False with the error otherwise.

@@ -59,16 +59,7 @@ public sealed unsafe class VirtioRng : IVirtioDevice
         {
             _activation = activation;
             _needsResetReported = false;
-            _queue = null;
-            var config = activation.Queues.Count > 0 ? activation.Queues[0] : default;
-            if (!config.Enabled)
-            {
-                reset = "virtio-rng activated without its request queue enabled";
-            }
-            else if (!SplitVirtqueue.TryCreate(config, activation.Memory, activation.NegotiatedFeatures, out _queue, out var error))
-            {
-                reset = error!.ToString();
-            }
+            _queue = SplitVirtqueue.FromActivation(activation, 0, "virtio-rng's request queue", out reset);
         }
 
         if (reset is not null)
