@@ -63,11 +63,18 @@ public sealed class DirtyPageLog
         if (gpa + (length - 1) < gpa) throw new ArgumentOutOfRangeException(nameof(length), $"gpa 0x{gpa:x} + length 0x{length:x} wraps around the address space");
         var snapshot = _memslots.Current;
         ulong last = (gpa + (length - 1)) >> Memslot.PageShift;
-        for (ulong gfn = gpa >> Memslot.PageShift; gfn <= last; gfn++)
+        for (ulong gfn = gpa >> Memslot.PageShift; gfn <= last;)
         {
-            if (!snapshot.TryFindByGfn(addressSpace, gfn, out var slot)) continue;
-            if ((slot.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) == 0) continue;
-            _devices.Mark(slot, gfn - slot.BaseGfn);
+            if (!snapshot.TryFindByGfn(addressSpace, gfn, out var slot))
+            {
+                gfn++;
+                continue;
+            }
+            // One lookup per slot, not per page: a slot that does not log is skipped whole.
+            ulong slotLast = Math.Min(last, slot.BaseGfn + slot.PageCount - 1);
+            if ((slot.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0)
+                for (ulong page = gfn; page <= slotLast; page++) _devices.Mark(slot, page - slot.BaseGfn);
+            gfn = slotLast + 1;
         }
     }
 

@@ -267,6 +267,18 @@ public sealed unsafe class PageTracker : IMemslotObserver
         return true;
     }
 
+    /// <summary>
+    /// Whether any gfn from <paramref name="firstGfn"/> to <paramref name="lastGfn"/> of user slot
+    /// <paramref name="slot"/> is write-tracked: one look at the slot, then per gfn only in a slot that tracks some.
+    /// </summary>
+    public bool TracksAny(in Memslot slot, ulong firstGfn, ulong lastGfn)
+    {
+        if (!Volatile.Read(ref _counts).TryGetValue(slot.PackedSlot, out var perSlot) || perSlot.IsEmpty) return false;
+        for (ulong gfn = firstGfn; gfn <= lastGfn; gfn++)
+            if (perSlot.ContainsKey(gfn)) return true;
+        return false;
+    }
+
     /// <summary>What <see cref="PageTrackContext.CurrentVcpuId"/> reads in a TrackWrite hook for a device's write (DMA), not a vCPU's.</summary>
     public const int DeviceWriter = -2;
 

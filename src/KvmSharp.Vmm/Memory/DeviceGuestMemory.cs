@@ -16,8 +16,8 @@ namespace KvmSharp.Vmm.Memory;
 /// vCPU), so it sets no dirty bit and reaches no page-track notifier. This class does both itself:
 /// every write is marked in the <see cref="DirtyPageLog"/> (merged into the next harvest in every
 /// dirty-log mode), and the part of a write on a write-tracked gfn is reported to the notifiers
-/// after it landed, with <see cref="PageTracker.DeviceWriter"/> as the writer. Tracked pages are
-/// carved into read-only kernel slots, but their host memory stays writable, so no carve is needed.
+/// after it landed, with <see cref="PageTracker.DeviceWriter"/> as the writer. However the kernel
+/// maps a tracked gfn (a read-only piece, or none), its host memory stays writable, so no carve is needed.
 /// </para>
 /// </summary>
 public sealed unsafe class DeviceGuestMemory(MemslotTable memslots, DirtyPageLog dirtyLog, PageTracker? pageTracker, int addressSpace = 0) : IGuestMemory
@@ -70,13 +70,8 @@ public sealed unsafe class DeviceGuestMemory(MemslotTable memslots, DirtyPageLog
         if (forWrite)
         {
             if ((slot.Flags & KvmMemFlags.KVM_MEM_READONLY) != 0) return false;
-            if (pageTracker is { } tracker)
-            {
-                // A tracked page needs its write reported with the bytes: the caller copies through TryWrite.
-                ulong last = (gpa + (length - 1)) >> Memslot.PageShift;
-                for (ulong gfn = gpa >> Memslot.PageShift; gfn <= last; gfn++)
-                    if (tracker.Count(gfn, AddressSpace) != 0) return false;
-            }
+            // A tracked page needs its write reported with the bytes: the caller copies through TryWrite.
+            if (pageTracker?.TracksAny(slot, gpa >> Memslot.PageShift, (gpa + (length - 1)) >> Memslot.PageShift) == true) return false;
         }
         hostAddress = (nint)slot.HostAddressOf(gpa);
         return true;
