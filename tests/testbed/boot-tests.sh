@@ -76,27 +76,35 @@ else
     report pvh 0 "no ELF vmlinux: set KVMSHARP_GUEST_VMLINUX"
 fi
 
-# Interactive console: type a command once the shell is up, read its output back.
-mkfifo "$work/stdin"
-(
-    for _ in $(seq 1 "$timeout_s"); do
-        grep -q "KVMSHARP-CPUS=" "$work/console.out" 2>/dev/null && break
-        sleep 1
-    done
-    sleep 2
-    printf 'echo typed-$((6*7))\n'
-    sleep "$timeout_s"
-) >"$work/stdin" &
-writer=$!
-start=$(date +%s.%N)
-"$bin" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M \
-    --cmdline "console=ttyS0 reboot=k panic=-1 quiet kvmsharp.cmd=shell" --timeout "$timeout_s" --expect "typed-42" \
-    >"$work/console.out" 2>"$work/console.err" <"$work/stdin"
-rc=$?
-kill "$writer" 2>/dev/null
-seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-ok=0; [ "$rc" = 0 ] && ok=1
-report console "$ok" "exit $rc in ${seconds}s"
+# Interactive console: type a command once the shell is up, read its output back; on the 16550
+# (console) and on hvc0 with --console virtio (console-hvc0-input: the typed bytes go to hvc0 only).
+for console in serial virtio; do
+    name=console
+    [ "$console" = virtio ] && name=console-hvc0-input
+    rm -f "$work/stdin"
+    mkfifo "$work/stdin"
+    (
+        for _ in $(seq 1 "$timeout_s"); do
+            grep -q "KVMSHARP-CPUS=" "$work/$name.out" 2>/dev/null && break
+            sleep 1
+        done
+        sleep 3
+        printf 'echo typed-$((6*7))\n'
+        sleep "$timeout_s"
+    ) >"$work/stdin" &
+    writer=$!
+    start=$(date +%s.%N)
+    cmdline="console=ttyS0 reboot=k panic=-1 quiet kvmsharp.cmd=shell"
+    [ "$console" = virtio ] && cmdline="console=ttyS0 console=hvc0 reboot=k panic=-1 quiet kvmsharp.cmd=shell"
+    "$bin" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M --console "$console" \
+        --cmdline "$cmdline" --timeout "$timeout_s" --expect "typed-42" \
+        >"$work/$name.out" 2>"$work/$name.err" <"$work/stdin"
+    rc=$?
+    kill "$writer" 2>/dev/null
+    seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    ok=0; [ "$rc" = 0 ] && ok=1
+    report "$name" "$ok" "--console $console: exit $rc in ${seconds}s"
+done
 
 # SMM memslots (as_id 1) and page tracking in both address spaces, on this SMM-capable KVM (the
 # checks of SmmAddressSpaceTests, as a program: VSTest's test host starts too slowly under TCG).
