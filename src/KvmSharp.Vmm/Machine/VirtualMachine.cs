@@ -217,8 +217,19 @@ public sealed class VirtualMachine : IDisposable
     /// <summary>Where the Linux kernel, initrd and zero page went (Linux guests only).</summary>
     public LinuxLoader.Result? LinuxBoot => _linux;
 
+    private Boot.Multiboot.MultibootLoader.Result? _multiboot;
+
+    /// <summary>Where the multiboot kernel, modules and info went (multiboot guests only).</summary>
+    public Boot.Multiboot.MultibootLoader.Result? MultibootBoot => _multiboot;
+
     private void LoadImage()
     {
+        if (Config.Multiboot is { } multiboot)
+        {
+            LongModeSetup.WriteTables(Memory); // the GDT of the 32-bit entry
+            _multiboot = Boot.Multiboot.MultibootLoader.Load(Memory, Memslots.Current.Slots(0).Select(s => (s.GuestPhysAddr, s.Size)).ToList(), multiboot, Config.Cpus, Devices.PciRoot);
+            return;
+        }
         if (Config.Linux is { } linux)
         {
             LongModeSetup.WriteTables(Memory);
@@ -278,6 +289,15 @@ public sealed class VirtualMachine : IDisposable
             if (vcpu.Id != 0) return;
             if (linux.IsPvh) ProtectedModeSetup.Enter(vcpu, linux.Entry, ebx: linux.ZeroPage);
             else LongModeSetup.Enter(vcpu, linux.Entry, LongModeSetup.Pml4Address - 16, [0, linux.ZeroPage]);
+            return;
+        }
+        if (_multiboot is { } multiboot)
+        {
+            // What a PC's firmware leaves: MSRs, FPU, LINT0 ExtINT / LINT1 NMI; the APs wait for INIT/SIPI.
+            LinuxVcpuSetup.SetBootMsrs(vcpu);
+            LinuxVcpuSetup.SetFpu(vcpu);
+            LinuxVcpuSetup.SetLapicLints(vcpu);
+            if (vcpu.Id == 0) Boot.Multiboot.MultibootLoader.Enter(vcpu, multiboot);
             return;
         }
         var image = Config.Image!;
