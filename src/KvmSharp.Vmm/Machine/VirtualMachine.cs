@@ -297,7 +297,9 @@ public sealed class VirtualMachine : IDisposable
             LinuxVcpuSetup.SetBootMsrs(vcpu);
             LinuxVcpuSetup.SetFpu(vcpu);
             LinuxVcpuSetup.SetLapicLints(vcpu);
-            if (vcpu.Id == 0) Boot.Multiboot.MultibootLoader.Enter(vcpu, multiboot);
+            if (vcpu.Id != 0) return;
+            WaitForOtherVcpus();
+            Boot.Multiboot.MultibootLoader.Enter(vcpu, multiboot);
             return;
         }
         var image = Config.Image!;
@@ -308,6 +310,15 @@ public sealed class VirtualMachine : IDisposable
         }
         ulong stackTop = FlatImageStackTop(vcpu.Id);
         LongModeSetup.Enter(vcpu, image.Entry, stackTop, [Config.MemoryBytes, (ulong)vcpu.Id, (ulong)Config.Cpus]);
+    }
+
+    // As on QEMU, every vCPU exists before the boot vCPU runs: KVM delivers an INIT/SIPI only to vCPUs
+    // that exist, and a test kernel sends them within microseconds of its entry (a Linux kernel, seconds later).
+    private void WaitForOtherVcpus()
+    {
+        long deadline = Environment.TickCount64 + 10_000;
+        foreach (var runner in _vcpus.Skip(1))
+            while (!runner.WaitUntilReady(TimeSpan.FromMilliseconds(50)) && Outcome is null && Environment.TickCount64 < deadline) { }
     }
 
     /// <summary>
