@@ -23,15 +23,9 @@ public sealed class MultibootBootTests
     public void A_multiboot_kernel_sees_its_info_module_fw_cfg_and_APs_and_its_isa_debug_exit_value_becomes_the_status()
     {
         using var files = new TempFiles();
-        var module = new byte[3000];
-        new Random(11).NextBytes(module);
-        string modulePath = files.Write("module.bin", module);
-        string kernelPath = Path.Combine(files.Root, "kernel.elf");
-        const string Arguments = "first=1 second";
-        string moduleItem = $"{modulePath} mod-arg";
-        File.WriteAllBytes(kernelPath, MultibootTestKernel.Build($"{kernelPath} {Arguments}", moduleItem, module, Memory, Cpus));
+        var (kernel, moduleItem) = MultibootTestKernel.Write(files.Root, Memory, Cpus);
 
-        var result = KvmSharpProcess.Run(["run", "--kernel", kernelPath, "--initrd", moduleItem, "--cmdline", Arguments,
+        var result = KvmSharpProcess.Run(["run", "--kernel", kernel, "--initrd", moduleItem, "--cmdline", MultibootTestKernel.Arguments,
             "--memory", $"{Memory >> 20}M", "--cpus", $"{Cpus}", "--debug-exit", "port=0xf4,width=4,qemu=on", "--timeout", "120"],
             timeout: TimeSpan.FromSeconds(150));
 

@@ -9,7 +9,9 @@ namespace KvmSharp.Tests.Integration.Multiboot;
 /// <see cref="CodeAddress"/> that checks eax and the multiboot info (flags, mem_lower/mem_upper, boot loader
 /// name, cmdline, the mmap entry of RAM above 1 MiB, the module's bytes and string), reads fw_cfg (signature,
 /// id, vCPU count, RAM size, an empty file directory), starts the APs with INIT/SIPI through the LAPIC (each
-/// AP runs a real-mode trampoline at <see cref="TrampolineAddress"/> that increments a counter), then writes
+/// AP runs a real-mode trampoline that the kernel copied to <see cref="TrampolineAddress"/> and that increments a
+/// counter; QEMU's loader takes a kernel as one block from its lowest to its highest segment, so the kernel
+/// keeps every segment above 1 MiB, as kvm-unit-tests does), then writes
 /// 0xC0DE0000 | APs started &lt;&lt; 8 | failed checks (<see cref="Failure"/> bits) as a dword to the QEMU debug-exit
 /// port. A few hundred CPL0 instructions plus the waits (PVM emulates them at about a million per second).
 /// </summary>
@@ -18,7 +20,7 @@ internal static class MultibootTestKernel
     public const uint CodeAddress = 0x100000, DataAddress = 0x110000, TrampolineAddress = 0x8000, CounterAddress = 0x8F00, StackTop = 0x9F000;
     public const ushort DebugExitPort = 0xf4;
     public const uint ValueBase = 0xC0DE0000;
-    private const uint ExpectedCmdline = DataAddress, ExpectedLoaderName = DataAddress + 0x400, ExpectedModuleString = DataAddress + 0x500, ExpectedModuleBytes = DataAddress + 0x800;
+    private const uint ExpectedCmdline = DataAddress, ExpectedLoaderName = DataAddress + 0x400, ExpectedModuleString = DataAddress + 0x500, TrampolineCopy = DataAddress + 0x600, ExpectedModuleBytes = DataAddress + 0x800;
     private const uint LapicIcrLow = 0xFEE00300, LapicIcrHigh = 0xFEE00310;
 
     [Flags]
@@ -34,21 +36,40 @@ internal static class MultibootTestKernel
         Aps = 1 << 6,
     }
 
-    /// <summary>The ELF file: code, data (what the guest expects to see) and the AP trampoline, each a PT_LOAD segment.</summary>
+    /// <summary>The --cmdline the kernel expects after its own path.</summary>
+    public const string Arguments = "first=1 second";
+
+    /// <summary>The kernel file and the --initrd item (module file and its argument) for `kvmsharp run`.</summary>
+    public sealed record Files(string Kernel, string ModuleItem);
+
+    /// <summary>Write the kernel and a 3000-byte module into <paramref name="directory"/>, the kernel expecting them and <see cref="Arguments"/>.</summary>
+    public static Files Write(string directory, ulong memoryBytes, int cpus)
+    {
+        var module = new byte[3000];
+        new Random(11).NextBytes(module);
+        string modulePath = Path.Combine(directory, "module.bin");
+        File.WriteAllBytes(modulePath, module);
+        string kernelPath = Path.Combine(directory, "kernel.elf");
+        string moduleItem = $"{modulePath} mod-arg";
+        File.WriteAllBytes(kernelPath, Build($"{kernelPath} {Arguments}", moduleItem, module, memoryBytes, cpus));
+        return new Files(kernelPath, moduleItem);
+    }
+
+    /// <summary>The ELF file: code, and data (what the guest expects to see, and the AP trampoline to copy), each a PT_LOAD segment.</summary>
     public static byte[] Build(string cmdline, string moduleString, byte[] module, ulong memoryBytes, int cpus)
     {
         var data = new byte[0x800 + module.Length];
         Encoding.ASCII.GetBytes(cmdline + "\0").CopyTo(data, 0);
         Encoding.ASCII.GetBytes("KvmSharp\0").CopyTo(data, 0x400);
         Encoding.ASCII.GetBytes(moduleString + "\0").CopyTo(data, 0x500);
-        module.CopyTo(data, 0x800);
-        byte[] code = Assemble(32, CodeAddress, a => EmitBsp(a, module.Length, memoryBytes, cpus));
         byte[] trampoline = Assemble(16, TrampolineAddress, EmitAp);
+        trampoline.CopyTo(data, 0x600);
+        module.CopyTo(data, 0x800);
+        byte[] code = Assemble(32, CodeAddress, a => EmitBsp(a, module.Length, memoryBytes, cpus, trampoline.Length));
         return MultibootElf.Build(CodeAddress,
         [
             new(CodeAddress, code, (uint)code.Length),
             new(DataAddress, data, (uint)data.Length),
-            new(TrampolineAddress, trampoline, 0x1000), // the counter lies in the zeroed rest of the page
         ]);
     }
 
@@ -65,7 +86,7 @@ internal static class MultibootTestKernel
     }
 
     // ebp accumulates Failure bits; ebx stays the info pointer until the fw_cfg checks.
-    private static void EmitBsp(Assembler a, int moduleLength, ulong memoryBytes, int cpus)
+    private static void EmitBsp(Assembler a, int moduleLength, ulong memoryBytes, int cpus, int trampolineLength)
     {
         var streq = a.CreateLabel();
         a.mov(esp, StackTop);
@@ -154,6 +175,14 @@ internal static class MultibootTestKernel
             FwCfgExpect(a, fail, 0x03, BitConverter.GetBytes(memoryBytes));
             FwCfgExpect(a, fail, 0x19, new byte[4]); // FW_CFG_FILE_DIR: zero files (big-endian count)
         });
+
+        // The trampoline goes below 1 MiB, where SIPI can start it; its counter starts at 0.
+        a.mov(esi, TrampolineCopy);
+        a.mov(edi, TrampolineAddress);
+        a.mov(ecx, trampolineLength);
+        a.cld();
+        a.rep.movsb();
+        a.mov(__dword_ptr[CounterAddress], 0);
 
         // INIT, then SIPI twice (the second is dropped by an AP already running), to all but self.
         a.mov(__dword_ptr[LapicIcrHigh], 0);
