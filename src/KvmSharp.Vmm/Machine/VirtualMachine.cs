@@ -195,7 +195,7 @@ public sealed class VirtualMachine : IDisposable
     public QuietPorts? QuietPorts { get; internal set; }
 
     /// <summary>Ask the guest to shut down as a PC would on Ctrl-Alt-Del; false when it has no keyboard to receive it.</summary>
-    public bool RequestGuestShutdown() => Keyboard?.SendCtrlAltDel() ?? false;
+    public bool RequestGuestShutdown() => Config.Linux is not null && (Keyboard?.SendCtrlAltDel() ?? false); // a multiboot test kernel has no keyboard driver
 
     // RAM below 3 GiB in slot 0, the rest from 4 GiB in slot 1, leaving the usual hole for MMIO.
     private void LayOutRam()

@@ -39,9 +39,20 @@ public static class MultibootLoader
         }
     }
 
-    /// <summary>Read the file (a regular file of bounded size, see <see cref="GuestFile"/>) and tell whether it is a multiboot kernel.</summary>
-    public static bool IsMultiboot(string kernelPath) =>
-        IsMultiboot(GuestFile.Read(kernelPath, "kernel", GuestFile.MaxKernelBytes), Path.GetFileName(kernelPath));
+    /// <summary>
+    /// Tell whether a kernel file (a regular file of bounded size, see <see cref="GuestFile"/>) is a multiboot
+    /// kernel: its first 8 KiB first, and the whole file only when they hold the multiboot magic.
+    /// </summary>
+    public static bool IsMultiboot(string kernelPath)
+    {
+        GuestFile.Check(kernelPath, "kernel", GuestFile.MaxKernelBytes);
+        var head = new byte[MultibootHeader.SearchLimit];
+        int length;
+        using (var stream = new FileStream(kernelPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0))
+            length = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        if (MultibootHeader.FindMagic(head.AsSpan(0, length)) is null) return false;
+        return IsMultiboot(GuestFile.Read(kernelPath, "kernel", GuestFile.MaxKernelBytes), Path.GetFileName(kernelPath));
+    }
 
     /// <summary>Check a module: a regular, non-empty file no larger than the guest's low RAM; returns its size.</summary>
     public static long CheckModule(string path, ulong memoryBytes)
