@@ -6,7 +6,8 @@
 # sees), also through the PVH entry of an ELF vmlinux, a guest reboot or poweroff ends the VM with
 # status 0, the serial console takes typed input, and
 # SMM-address-space memslots work on this KVM, and the virtio checks of disk-tests.sh (root on a
-# virtio disk, read-only drive, serials, hwrng, hvc0) pass. One line per check, then
+# virtio disk, read-only drive, serials, hwrng, hvc0) and the multiboot check of multiboot-tests.sh
+# pass. One line per check, then
 # "boot-tests: N passed, N failed". kvmsharp is the NativeAOT binary, the shipped form (the JIT's
 # start-up costs ~10 s under TCG): publish it first into artifacts/aot (.ci/run does), or name
 # another with KVMSHARP_AOT_BIN.
@@ -137,6 +138,10 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # back, fsck), a read-only drive, two drives with serials, /dev/hwrng, console on hvc0; two boots
 # (tests/testbed/disk-tests.sh; the root image is KVMSHARP_GUEST_ROOTFS from make-rootfs.sh).
 . "$repo/tests/testbed/disk-tests.sh"
+
+# Multiboot (issue 11): a test kernel built with Iced checks its multiboot info, fw_cfg and 3 APs
+# started by INIT/SIPI, and exits through QEMU's isa-debug-exit (tests/testbed/multiboot-tests.sh).
+. "$repo/tests/testbed/multiboot-tests.sh"
 
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]
