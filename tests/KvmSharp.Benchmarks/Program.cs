@@ -24,6 +24,7 @@ const string Usage = """
       tracking-scale [trap-accesses|trap-writes]   single and batch AddGfn/RemoveGfn cost at 1k/10k/100k scattered tracked gfns
                                                    with a vCPU running, and the kernel slots used; last line ratio=X.XX (10k/1k)
       smm-check                                    SMM memslots (as_id 1) and tracking in both address spaces on this KVM
+      multiboot-kernel DIR MEMORY_MIB CPUS         write the multiboot test kernel and its module into DIR; print how to run it
       memslot-differential [STEPS [FILL_ONE_IN]]   the memslot differential of the integration tests (default 20000 steps,
                                                    no sequence starting near the id limit; FILL_ONE_IN=N: one in N does)
       tracking-ops [OPS [SECONDS [CPUS]]]          AddGfn/RemoveGfn per second while CPUS vCPUs spin writing the region
@@ -55,6 +56,7 @@ try
         ["dirty-throughput", var mode, var seconds] => DirtyThroughputBench.Run(mode, ParseInt(seconds, "SECONDS", 1)),
         ["dirty-check"] => DirtyLogCheck.Run(),
         ["smm-check"] => SmmCheck.Run(),
+        ["multiboot-kernel", var directory, var memory, var cpus] => MultibootKernelCommand.Run(directory, ParseInt(memory, "MEMORY_MIB", 2), ParseInt(cpus, "CPUS", 1)),
         ["tracking-check"] => TrackingCheck.Run(1000),
         ["tracking-scale"] => TrackingScaleBench.Run(TrackingMode.TrapAccesses),
         ["tracking-scale", "trap-accesses"] => TrackingScaleBench.Run(TrackingMode.TrapAccesses),

@@ -21,13 +21,14 @@ public sealed class MachineBuilder
 
     public MachineBuilder Attach(DeviceAttachment attachment) => Attach(attachment.Name, attachment.Attach);
 
-    /// <summary>The steps for <paramref name="config"/>: serial and debug-exit always, the PC's legacy devices for Linux, then the configured devices.</summary>
+    /// <summary>The steps for <paramref name="config"/>: serial and debug-exit always, the PC's legacy devices for Linux and multiboot, fw_cfg for multiboot, then the configured devices.</summary>
     public static MachineBuilder For(VmConfig config)
     {
         var builder = new MachineBuilder()
             .Attach("serial0", StandardDevices.Serial)
             .Attach("debug-exit", StandardDevices.DebugExit);
-        if (config.Linux is not null) builder.Attach("pc-legacy", StandardDevices.PcLegacy);
+        if (config.Linux is not null || config.Multiboot is not null) builder.Attach("pc-legacy", StandardDevices.PcLegacy);
+        if (config.Multiboot is not null) builder.Attach("fw_cfg", StandardDevices.FwCfg);
         foreach (var device in config.Devices) builder.Attach(device);
         return builder;
     }

@@ -1,11 +1,12 @@
 using KvmSharp.Devices.Debug;
+using KvmSharp.Devices.FwCfg;
 using KvmSharp.Devices.Legacy;
 using KvmSharp.Devices.Serial;
 using KvmSharp.Vmm.Boot.Acpi;
 
 namespace KvmSharp.Vmm.Machine;
 
-/// <summary>The attach steps every VM (serial, debug-exit) or every Linux VM (the PC's legacy devices) gets.</summary>
+/// <summary>The attach steps every VM (serial, debug-exit) or every Linux and multiboot VM (the PC's legacy devices, fw_cfg) gets.</summary>
 public static class StandardDevices
 {
     /// <summary>COM1's ISA interrupt.</summary>
@@ -25,10 +26,18 @@ public static class StandardDevices
     /// <summary>The port a test guest writes its exit status to.</summary>
     public static void DebugExit(MachineContext machine)
     {
-        var debugExit = new DebugExitPort(status => machine.End(VmOutcome.GuestExit(status)));
-        machine.PortBus.Register(machine.Config.DebugExitPort, DebugExitPort.RegisterBlockLength, debugExit, "debug-exit");
+        var config = machine.Config;
+        var debugExit = config.DebugExitQemu
+            ? new DebugExitPort(config.DebugExitWidth, (value, status) => machine.End(new VmOutcome(VmExitKind.GuestExit, status,
+                $"guest wrote 0x{value:x} to isa-debug-exit port 0x{config.DebugExitPort:x}: status (0x{value:x} << 1) | 1 = {status}")))
+            : new DebugExitPort(status => machine.End(VmOutcome.GuestExit(status)), config.DebugExitWidth);
+        machine.PortBus.Register(config.DebugExitPort, debugExit.Width, debugExit, "debug-exit");
         machine.Machine.DebugExit = debugExit;
     }
+
+    /// <summary>QEMU's firmware configuration ports (signature, id, vCPU count, RAM size, an empty file directory): multiboot test kernels read them.</summary>
+    public static void FwCfg(MachineContext machine) =>
+        machine.PortBus.Register(FwCfgDevice.SelectorPort, FwCfgDevice.PortCount, FwCfgDevice.ForMachine(machine.Config.Cpus, machine.Config.MemoryBytes), "fw_cfg");
 
     /// <summary>What Linux probes on a PC beyond the in-kernel PIC, PIT and IOAPIC: i8042, CMOS clock, ACPI PM ports, quiet ports.</summary>
     public static void PcLegacy(MachineContext machine)

@@ -202,7 +202,7 @@ public sealed class VirtualMachine : IDisposable, IControlledMachine
     public QuietPorts? QuietPorts { get; internal set; }
 
     /// <summary>Ask the guest to shut down as a PC would on Ctrl-Alt-Del; false when it has no keyboard to receive it.</summary>
-    public bool RequestGuestShutdown() => Keyboard?.SendCtrlAltDel() ?? false;
+    public bool RequestGuestShutdown() => Config.Linux is not null && (Keyboard?.SendCtrlAltDel() ?? false); // a multiboot test kernel has no keyboard driver
 
     // RAM below 3 GiB in slot 0, the rest from 4 GiB in slot 1, leaving the usual hole for MMIO.
     private void LayOutRam()
@@ -224,8 +224,19 @@ public sealed class VirtualMachine : IDisposable, IControlledMachine
     /// <summary>Where the Linux kernel, initrd and zero page went (Linux guests only).</summary>
     public LinuxLoader.Result? LinuxBoot => _linux;
 
+    private Boot.Multiboot.MultibootLoader.Result? _multiboot;
+
+    /// <summary>Where the multiboot kernel, modules and info went (multiboot guests only).</summary>
+    public Boot.Multiboot.MultibootLoader.Result? MultibootBoot => _multiboot;
+
     private void LoadImage()
     {
+        if (Config.Multiboot is { } multiboot)
+        {
+            LongModeSetup.WriteTables(Memory); // the GDT of the 32-bit entry
+            _multiboot = Boot.Multiboot.MultibootLoader.Load(Memory, Memslots.Current.Slots(0).Select(s => (s.GuestPhysAddr, s.Size)).ToList(), multiboot, Config.Cpus, Devices.PciRoot);
+            return;
+        }
         if (Config.Linux is { } linux)
         {
             LongModeSetup.WriteTables(Memory);
@@ -288,6 +299,17 @@ public sealed class VirtualMachine : IDisposable, IControlledMachine
             else LongModeSetup.Enter(vcpu, linux.Entry, LongModeSetup.Pml4Address - 16, [0, linux.ZeroPage]);
             return;
         }
+        if (_multiboot is { } multiboot)
+        {
+            // What a PC's firmware leaves: MSRs, FPU, LINT0 ExtINT / LINT1 NMI; the APs wait for INIT/SIPI.
+            LinuxVcpuSetup.SetBootMsrs(vcpu);
+            LinuxVcpuSetup.SetFpu(vcpu);
+            LinuxVcpuSetup.SetLapicLints(vcpu);
+            if (vcpu.Id != 0) return;
+            WaitForOtherVcpus();
+            Boot.Multiboot.MultibootLoader.Enter(vcpu, multiboot);
+            return;
+        }
         var image = Config.Image!;
         if (image.Mode == CpuMode.Real)
         {
@@ -296,6 +318,15 @@ public sealed class VirtualMachine : IDisposable, IControlledMachine
         }
         ulong stackTop = FlatImageStackTop(vcpu.Id);
         LongModeSetup.Enter(vcpu, image.Entry, stackTop, [Config.MemoryBytes, (ulong)vcpu.Id, (ulong)Config.Cpus]);
+    }
+
+    // As on QEMU, every vCPU exists before the boot vCPU runs: KVM delivers an INIT/SIPI only to vCPUs
+    // that exist, and a test kernel sends them within microseconds of its entry (a Linux kernel, seconds later).
+    private void WaitForOtherVcpus()
+    {
+        long deadline = Environment.TickCount64 + 10_000;
+        foreach (var runner in _vcpus.Skip(1))
+            while (!runner.WaitUntilReady(TimeSpan.FromMilliseconds(50)) && Outcome is null && Environment.TickCount64 < deadline) { }
     }
 
     /// <summary>

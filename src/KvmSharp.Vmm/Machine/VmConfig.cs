@@ -11,24 +11,32 @@ public sealed record VmConfig
 
     public ulong MemoryBytes { get; init; } = 64UL << 20;
     public int Cpus { get; init; } = 1;
-    /// <summary>A flat binary to boot; exactly one of <see cref="Image"/> and <see cref="Linux"/>.</summary>
+    /// <summary>A flat binary to boot; exactly one of <see cref="Image"/>, <see cref="Linux"/> and <see cref="Multiboot"/>.</summary>
     public GuestImage? Image { get; init; }
 
     /// <summary>A Linux kernel to boot through the 64-bit boot protocol, with irqchip, PIT and legacy devices.</summary>
     public Boot.Linux.LinuxBootConfig? Linux { get; init; }
+
+    /// <summary>A multiboot kernel (test kernels written for QEMU), with the PC's irqchip, PIT, legacy devices and fw_cfg.</summary>
+    public Boot.Multiboot.MultibootBootConfig? Multiboot { get; init; }
     /// <summary>
     /// Create KVM's in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT. Null (the default): for Linux
-    /// guests only. Flat images that take interrupts (MSI, IOAPIC) set it.
+    /// and multiboot guests only. Flat images that take interrupts (MSI, IOAPIC) set it.
     /// </summary>
     public bool? Irqchip { get; init; }
 
     /// <summary>Whether this configuration gets the in-kernel irqchip.</summary>
-    public bool UsesIrqchip => Irqchip ?? Linux is not null;
+    public bool UsesIrqchip => Irqchip ?? (Linux is not null || Multiboot is not null);
 
     public required ISerialSink SerialSink { get; init; }
     public string KvmPath { get; init; } = Kvm.KvmSystem.DefaultPath;
-    public ushort SerialPort { get; init; } = 0x3F8;
+    public const ushort DefaultSerialPort = 0x3F8;
+    public ushort SerialPort { get; init; } = DefaultSerialPort;
     public ushort DebugExitPort { get; init; } = 0x501;
+
+    /// <summary>The debug-exit port's width in bytes (1, 2 or 4) and whether it ends the VM as QEMU's isa-debug-exit does: status (value &lt;&lt; 1) | 1.</summary>
+    public int DebugExitWidth { get; init; } = 1;
+    public bool DebugExitQemu { get; init; }
 
     /// <summary>Back guest RAM with a memfd (shareable with another process) instead of anonymous memory.</summary>
     public bool MemfdBacking { get; init; }
@@ -50,8 +58,8 @@ public sealed record VmConfig
 
     /// <summary>
     /// Throws <see cref="GuestInputException"/> naming the first invalid setting (memory, cpus, the
-    /// image's entry or placement), or <see cref="ArgumentException"/> when neither or both of
-    /// <see cref="Image"/> and <see cref="Linux"/> are given (a caller's mistake, not the user's).
+    /// image's entry or placement), or <see cref="ArgumentException"/> when not exactly one of
+    /// <see cref="Image"/>, <see cref="Linux"/> and <see cref="Multiboot"/> is given (a caller's mistake, not the user's).
     /// </summary>
     public void Validate()
     {
@@ -60,8 +68,10 @@ public sealed record VmConfig
         if (Cpus < 1 || Cpus > MaximumCpus)
             throw new GuestInputException(GuestInput.Cpus, $"{Cpus} is invalid; give 1 to {MaximumCpus}");
         if (DirtyLog.Validate() is { } dirtyLog) throw new ArgumentException(dirtyLog);
-        if ((Image is null) == (Linux is null))
-            throw new ArgumentException("give either a flat image or a Linux kernel to boot, not both or neither");
+        if ((Image is null ? 0 : 1) + (Linux is null ? 0 : 1) + (Multiboot is null ? 0 : 1) != 1)
+            throw new ArgumentException("give one of a flat image, a Linux kernel and a multiboot kernel to boot");
+        if (DebugExitWidth is not (1 or 2 or 4) || DebugExitPort + DebugExitWidth > 0x10000)
+            throw new ArgumentException($"debug-exit at port 0x{DebugExitPort:x} with width {DebugExitWidth}: the width is 1, 2 or 4 and the ports end at or below 0xffff");
         Image?.CheckPlacement(MemoryBytes);
     }
 }

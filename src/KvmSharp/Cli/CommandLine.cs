@@ -126,7 +126,8 @@ public sealed class CommandLine
         environment (KVMSHARP__MEMORY=256M). Lowest precedence first: the appsettings.json beside the
         executable, /etc/kvmsharp/appsettings.json, ./appsettings.json, the environment, the flags.
 
-        Exit status: the guest's (the byte it writes to debug-exit port 0x501); 2 an invalid setting,
+        Exit status: the guest's (the byte it writes to debug-exit port 0x501; with --debug-exit
+        qemu=on, (value << 1) | 1 as QEMU's isa-debug-exit); 2 an invalid setting,
         found before the VM is created; 70 a KvmSharp or host failure; 71 a guest fault (triple fault,
         KVM entry failure); with --expect: 0 when the text appears, 124 on timeout, 1 (or the fault's
         status) when the guest ends first.

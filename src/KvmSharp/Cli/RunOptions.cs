@@ -49,6 +49,7 @@ public sealed class RunOptions
     public string? OnReboot { get; set; }
     public string? NoRng { get; set; }
     public string? Console { get; set; }
+    public string? DebugExit { get; set; }
 
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
     private readonly Dictionary<RunSetting, IReadOnlyList<string>> _lists = new();
@@ -99,13 +100,24 @@ public sealed class RunOptions
         if (serial != "stdout" && InputFiles.WhyNotWritable(serial) is { } unwritable)
             throw new OptionsException(RunSetting.Serial, serial, $"{unwritable}");
 
+        var debugExit = DebugExitSettings.Validate(this, Vmm.Machine.VmConfig.DefaultSerialPort, kernel: Kernel is not null);
+
         ulong? entry = null;
         string cmdline = Cmdline ?? (virtio.VirtioConsole ? DefaultVirtioConsoleCmdline : DefaultCmdline);
+        IReadOnlyList<Vmm.Boot.Multiboot.MultibootModule>? modules = null;
         if (Kernel is not null)
         {
             if (Image is not null) throw new OptionsException(RunSetting.Kernel, Kernel, "give either --kernel or --image, not both");
             if (Entry is not null) throw new OptionsException(RunSetting.Entry, Entry, "--entry only applies with --image FILE");
-            ValidateLinux(memory, cmdline);
+            bool multiboot = false;
+            string kernel = Kernel;
+            CheckedByTheVmm(RunSetting.Kernel, kernel, () => multiboot = Vmm.Boot.Multiboot.MultibootLoader.IsMultiboot(kernel));
+            if (multiboot)
+            {
+                cmdline = Vmm.Boot.Multiboot.MultibootBootConfig.KernelCommandLine(kernel, Cmdline ?? "");
+                modules = ValidateMultiboot(memory, cmdline);
+            }
+            else ValidateLinux(memory, cmdline);
         }
         else
         {
@@ -131,6 +143,8 @@ public sealed class RunOptions
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
             Ports = virtio.Ports,
+            MultibootModules = modules,
+            DebugExit = debugExit,
         };
     }
 
@@ -187,6 +201,27 @@ public sealed class RunOptions
         // The initrd on its own first, so that a file the whole check below cannot find or open is the kernel.
         if (Initrd is not null) CheckedByTheVmm(RunSetting.Initrd, initrd, () => LinuxLoader.CheckInitrd(initrd, memory));
         CheckedByTheVmm(RunSetting.Kernel, kernel, () => LinuxLoader.Check(new LinuxBootConfig(kernel, Initrd, cmdline), memory));
+    }
+
+    // A multiboot kernel's modules come from --initrd, QEMU's way (FILE[ ARGS],FILE...); each is checked, then the whole placement.
+    private IReadOnlyList<Vmm.Boot.Multiboot.MultibootModule> ValidateMultiboot(ulong memory, string cmdline)
+    {
+        IReadOnlyList<Vmm.Boot.Multiboot.MultibootModule> modules = [];
+        if (Initrd is not null)
+        {
+            try
+            {
+                modules = Vmm.Boot.Multiboot.MultibootModule.ParseList(Initrd);
+            }
+            catch (FormatException e)
+            {
+                throw new OptionsException(RunSetting.Initrd, Initrd, e.Message);
+            }
+        }
+        foreach (var module in modules) CheckedByTheVmm(RunSetting.Initrd, module.Path, () => Vmm.Boot.Multiboot.MultibootLoader.CheckModule(module.Path, memory));
+        string kernel = Kernel!;
+        CheckedByTheVmm(RunSetting.Kernel, kernel, () => Vmm.Boot.Multiboot.MultibootLoader.Check(new Vmm.Boot.Multiboot.MultibootBootConfig(kernel, modules, cmdline), memory));
+        return modules;
     }
 
     // The VMM's checks are the rules for guest files and placement; this only names the setting that

@@ -23,9 +23,9 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting Image = new("--image", "Image", "FILE", "Flat binary to boot instead of the built-in guest (needs --entry)");
     public static readonly RunSetting Entry = new("--entry", "Entry", "ADDR", "Load and entry address of --image, e.g. 0x100000 (long mode: 0x10000 or above; real mode: below 0x10000)");
     public static readonly RunSetting Mode = new("--mode", "Mode", "long|real", "CPU mode --image starts in [default: long]", Values: ["long", "real"]);
-    public static readonly RunSetting Kernel = new("--kernel", "Kernel", "FILE", "Linux bzImage (or ELF vmlinux with a PVH note) to boot through the 64-bit boot protocol");
-    public static readonly RunSetting Initrd = new("--initrd", "Initrd", "FILE", "Initrd for --kernel");
-    public static readonly RunSetting Cmdline = new("--cmdline", "Cmdline", "TEXT", $"Kernel command line [default: \"{RunOptions.DefaultCmdline}\"]");
+    public static readonly RunSetting Kernel = new("--kernel", "Kernel", "FILE", "Linux bzImage (or ELF vmlinux with a PVH note) to boot through the 64-bit boot protocol, or a multiboot kernel (32-bit ELF with a multiboot header)");
+    public static readonly RunSetting Initrd = new("--initrd", "Initrd", "FILE", "Initrd for --kernel; for a multiboot kernel its modules, QEMU's way: FILE[ ARGS] items separated by commas (,, for a comma)");
+    public static readonly RunSetting Cmdline = new("--cmdline", "Cmdline", "TEXT", $"Kernel command line [default: \"{RunOptions.DefaultCmdline}\"; a multiboot kernel gets its path, then this, default empty]");
     public static readonly RunSetting OnReboot = new("--on-reboot", "OnReboot", "exit|restart", "What a guest reboot does [default: exit, status 0]", Values: ["exit", "restart"]);
     public static readonly RunSetting Expect = new("--expect", "Expect", "TEXT", "Exit 0 as soon as the console shows TEXT (CI boot tests)");
     public static readonly RunSetting Timeout = new("--timeout", "Timeout", "SECONDS", "Give up after SECONDS: exit 124 with the console's tail");
@@ -40,9 +40,12 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting NoRng = new("--no-rng", "NoRng", "true|false", "No virtio-rng entropy device (a Linux guest has one by default)", IsSwitch: true);
     public static readonly RunSetting Console = new("--console", "Console", "serial|virtio",
         "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
+    public static readonly RunSetting DebugExit = new("--debug-exit", "DebugExit", Devices.Debug.DebugExitSpec.Syntax,
+        "The debug-exit port: port (default 0x501), width in bytes, qemu=on for QEMU's isa-debug-exit (exit status (value << 1) | 1; width defaults to 2) [default: port=0x501,width=1,qemu=off]");
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
-        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, Port, NoRng, Console, KvmDevice];
+        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial,
+         Memfd, Stats, Track, Drive, Port, NoRng, Console, DebugExit, KvmDevice];
 }

@@ -26,6 +26,15 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>--console virtio: the Linux console on hvc0.</summary>
     public bool VirtioConsole { get; init; }
 
+    /// <summary>The modules of a multiboot --kernel (from --initrd), or null when --kernel is not multiboot.</summary>
+    public IReadOnlyList<Vmm.Boot.Multiboot.MultibootModule>? MultibootModules { get; init; }
+
+    /// <summary>--kernel is a multiboot kernel (<see cref="Cmdline"/> then starts with its path).</summary>
+    public bool Multiboot => MultibootModules is not null;
+
+    /// <summary>--debug-exit: port, width and behaviour.</summary>
+    public Devices.Debug.DebugExitSpec DebugExit { get; init; } = Devices.Debug.DebugExitSpec.Default;
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 }

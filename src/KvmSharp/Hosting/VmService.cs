@@ -107,7 +107,7 @@ public sealed class VmService(
             firstVm = VirtualMachine.Create(config);
             console.Failed += OnConsoleOutputFailed;
             if (console.Failure is { } early) OnConsoleOutputFailed(early);
-            if (options.Kernel is not null) WarnIfGuestKernelModeIsEmulated();
+            if (options.Kernel is not null && !options.Multiboot) WarnIfGuestKernelModeIsEmulated();
             input = SerialInputPump.Start(QuitFromConsole, notice => logger.LogInformation("{Notice}", notice));
 
             var clock = Stopwatch.StartNew();
@@ -280,7 +280,9 @@ public sealed class VmService(
     {
         GuestImage? image = null;
         LinuxBootConfig? linux = null;
-        if (options.Kernel is not null) linux = new LinuxBootConfig(options.Kernel, options.Initrd, options.Cmdline);
+        Vmm.Boot.Multiboot.MultibootBootConfig? multiboot = null;
+        if (options.MultibootModules is { } modules) multiboot = new Vmm.Boot.Multiboot.MultibootBootConfig(options.Kernel!, modules, options.Cmdline);
+        else if (options.Kernel is not null) linux = new LinuxBootConfig(options.Kernel, options.Initrd, options.Cmdline);
         else if (options.Image is not null) image = GuestImage.FromFile(options.Image, options.Entry!.Value, options.Mode);
         else
         {
@@ -294,6 +296,10 @@ public sealed class VmService(
             Cpus = options.Cpus,
             Image = image,
             Linux = linux,
+            Multiboot = multiboot,
+            DebugExitPort = options.DebugExit.Port,
+            DebugExitWidth = options.DebugExit.Width,
+            DebugExitQemu = options.DebugExit.Qemu,
             SerialSink = sink,
             KvmPath = options.KvmDevice,
             MemfdBacking = options.Memfd,
