@@ -52,12 +52,18 @@ public sealed class RunOptions
 
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
     private IReadOnlyList<string> _drives = [];
+    private IReadOnlyList<string> _shares = [];
 
-    /// <summary>The values of a repeatable setting (--drive), in order.</summary>
-    public IReadOnlyList<string> List(RunSetting setting) => setting == RunSetting.Drive ? _drives : [];
+    /// <summary>The values of a repeatable setting (--drive, --share), in order.</summary>
+    public IReadOnlyList<string> List(RunSetting setting) => setting == RunSetting.Drive ? _drives : setting == RunSetting.Share ? _shares : [];
 
     public void SetList(RunSetting setting, IReadOnlyList<string> values)
     {
+        if (setting == RunSetting.Share)
+        {
+            _shares = values;
+            return;
+        }
         if (setting != RunSetting.Drive) throw new ArgumentException($"{setting.Name} is not a repeatable setting", nameof(setting));
         _drives = values;
     }
@@ -117,6 +123,8 @@ public sealed class RunOptions
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
 
+        // virtiofsd maps guest RAM, so a share needs it memfd-backed.
+        memfd |= virtio.Shares.Count > 0;
         return new ValidatedRunOptions(memory, cpus, Image, entry, mode, kvmDevice, serial, memfd, track)
         {
             Kernel = Kernel,
@@ -130,6 +138,7 @@ public sealed class RunOptions
             Drives = virtio.Drives,
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
+            Shares = virtio.Shares,
         };
     }
 

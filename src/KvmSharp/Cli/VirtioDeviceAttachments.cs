@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Cli;
 
-/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio) and virtio-rng (unless --no-rng).</summary>
+/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio), one virtio-fs per --share and virtio-rng (unless --no-rng).</summary>
 internal static class VirtioDeviceAttachments
 {
     public static IReadOnlyList<DeviceAttachment> For(ValidatedRunOptions options)
@@ -21,6 +21,7 @@ internal static class VirtioDeviceAttachments
                 machine => new VirtioBlock(BlockImage.Open(spec), machine.LoggerFactory.CreateLogger<VirtioBlock>())));
         }
         if (options.VirtioConsole) steps.Add(PciAttachments.VirtioConsole());
+        foreach (var share in options.Shares) steps.Add(ShareAttachments.VirtioFs(share));
         if (options.Rng) steps.Add(PciAttachments.Virtio("virtio-rng", machine => new VirtioRng(machine.LoggerFactory.CreateLogger<VirtioRng>())));
         return steps;
     }
