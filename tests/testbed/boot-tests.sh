@@ -138,5 +138,8 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # (tests/testbed/disk-tests.sh; the root image is KVMSHARP_GUEST_ROOTFS from make-rootfs.sh).
 . "$repo/tests/testbed/disk-tests.sh"
 
+# Host directory shares (issue 11): virtio-fs read, write, readonly=on, no escape (tests/testbed/share-tests.sh).
+. "$repo/tests/testbed/share-tests.sh"
+
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]
