@@ -78,7 +78,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
     }
 
     /// <summary>A connected pair of stream sockets (CLOEXEC): the front end's channel and the other end, for tests and in-process back ends.</summary>
-    public static (VhostUserChannel Channel, FileDescriptorHandle Peer) CreatePair()
+    public static (VhostUserChannel Channel, FileDescriptorHandle Peer) CreatePair(TimeSpan? replyTimeout = null)
     {
         int* fds = stackalloc int[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
@@ -86,7 +86,7 @@ public sealed unsafe class VhostUserChannel : IDisposable
             throw new VhostUserException("socketpair", errno, "AF_UNIX stream pair");
         }
 
-        return (new VhostUserChannel(new FileDescriptorHandle(fds[0])), new FileDescriptorHandle(fds[1]));
+        return (new VhostUserChannel(new FileDescriptorHandle(fds[0])) { ReplyTimeout = replyTimeout ?? TimeSpan.FromSeconds(30) }, new FileDescriptorHandle(fds[1]));
     }
 
     /// <summary>Send one message; <paramref name="files"/> (at most <see cref="MaxFiles"/>) travel with it.</summary>
