@@ -31,6 +31,7 @@ public sealed class VirtiofsdBackend : IDisposable
     private readonly Action<string>? _onUnexpectedExit;
     private VhostUserChannel? _connection;
     private volatile bool _stopping;
+    private volatile bool _running;
     private int _disposed;
 
     private VirtiofsdBackend(Process process, ShareOptions share, string runtimeDirectory, string socketPath, string command, ILogger logger, Action<string>? onUnexpectedExit)
@@ -139,6 +140,13 @@ public sealed class VirtiofsdBackend : IDisposable
             process.StandardInput.Close();
             VirtioFsLog.BackendStarted(logger, share.Tag, process.Id, command);
             backend._connection = backend.Connect(startTimeout ?? TimeSpan.FromSeconds(30));
+            // From here on an exit is news for the handler; before, Start's own exception tells it.
+            backend._running = true;
+            if (process.HasExited)
+            {
+                throw new VirtiofsdException($"share '{share.Tag}': {backend.DescribeExit()}");
+            }
+
             return backend;
         }
         catch
@@ -317,7 +325,7 @@ public sealed class VirtiofsdBackend : IDisposable
 
     private void OnExited(object? sender, EventArgs e)
     {
-        if (_stopping)
+        if (_stopping || !_running)
         {
             return;
         }
