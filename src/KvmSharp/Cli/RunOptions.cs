@@ -129,6 +129,8 @@ public sealed class RunOptions
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
 
+        // virtiofsd maps guest RAM, so a share needs it memfd-backed.
+        memfd |= virtio.Shares.Count > 0;
         return new ValidatedRunOptions(memory, cpus, Image, entry, mode, kvmDevice, serial, memfd, track)
         {
             Kernel = Kernel,
@@ -145,6 +147,7 @@ public sealed class RunOptions
             Ports = virtio.Ports,
             MultibootModules = modules,
             DebugExit = debugExit,
+            Shares = virtio.Shares,
         };
     }
 

@@ -42,10 +42,13 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
         "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
     public static readonly RunSetting DebugExit = new("--debug-exit", "DebugExit", Devices.Debug.DebugExitSpec.Syntax,
         "The debug-exit port: port (default 0x501), width in bytes, qemu=on for QEMU's isa-debug-exit (exit status (value << 1) | 1; width defaults to 2) [default: port=0x501,width=1,qemu=off]");
+
+    public static readonly RunSetting Share = new("--share", "Share", "path=DIR,tag=TAG[,readonly=on]",
+        "Share a host directory with a Linux guest over virtio-fs (virtiofsd; implies --memfd); the guest mounts it with mount -t virtiofs TAG /mnt; repeatable", IsRepeatable: true);
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
         [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial,
-         Memfd, Stats, Track, Drive, Port, NoRng, Console, DebugExit, KvmDevice];
+         Memfd, Stats, Track, Drive, Port, NoRng, Console, Share, DebugExit, KvmDevice];
 }

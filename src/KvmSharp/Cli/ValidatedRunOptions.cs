@@ -35,6 +35,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>--debug-exit: port, width and behaviour.</summary>
     public Devices.Debug.DebugExitSpec DebugExit { get; init; } = Devices.Debug.DebugExitSpec.Default;
 
+    /// <summary>Host directories shared over virtio-fs (--share), in order.</summary>
+    public IReadOnlyList<Devices.Virtio.Fs.ShareOptions> Shares { get; init; } = [];
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 }
