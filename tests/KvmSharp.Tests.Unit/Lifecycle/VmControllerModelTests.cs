@@ -73,8 +73,11 @@ public sealed class VmControllerModelTests
             Assert.True(model == controller.State, $"{where}: controller is {controller.State}, model {model}");
         }
         while (leases.Count > 0) leases.Dequeue().Dispose();
+        if (model == VmState.Paused) expectedEvents.Add(VmEventKind.Resumed); // the last lease released above
         Assert.All(machine.Vcpus, v => Assert.Equal(0, v.Depth));
         Assert.Equal(expectedEvents, events.WaitFor(expectedEvents.Count).Select(e => e.Kind));
+        Thread.Sleep(5);
+        Assert.Equal(expectedEvents.Count, events.Events.Count); // and nothing more
     }
 
     // Waits for the request; true when it was applied, false when refused (as it must be when not allowed).
