@@ -9,7 +9,10 @@ public enum VmState
     /// <summary>Made (RAM laid out, guest loaded), no vCPU has run yet.</summary>
     Created,
     Running,
-    /// <summary>Every vCPU parked because at least one pause lease is held.</summary>
+    /// <summary>
+    /// Every vCPU parked because at least one lease taken through <see cref="IVmController.PauseAsync"/> is held.
+    /// (A page-track carve's or a register dump's brief lease parks the vCPUs too, without changing the state.)
+    /// </summary>
     Paused,
     /// <summary>Ended cleanly: guest poweroff/reboot, host stop, --expect met.</summary>
     Stopped,

@@ -442,7 +442,7 @@ public sealed class VirtualMachine : IDisposable, IControlledMachine
     void IControlledMachine.WaitForVcpuThreads() => WaitForVcpuThreads(VcpuExitGrace);
 
     /// <summary>How long <see cref="Dispose"/> waits for the vCPU threads to leave; a thread still running then keeps what it uses (see <see cref="ResourcesReleased"/>).</summary>
-    public TimeSpan DisposeGrace { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan DisposeGrace { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// True once guest memory, the devices and the KVM VM are released: at <see cref="Dispose"/> when every vCPU
