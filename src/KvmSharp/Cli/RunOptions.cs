@@ -52,14 +52,16 @@ public sealed class RunOptions
 
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
     private IReadOnlyList<string> _drives = [];
+    private IReadOnlyList<string> _nets = [];
 
-    /// <summary>The values of a repeatable setting (--drive), in order.</summary>
-    public IReadOnlyList<string> List(RunSetting setting) => setting == RunSetting.Drive ? _drives : [];
+    /// <summary>The values of a repeatable setting (--drive, --net), in order.</summary>
+    public IReadOnlyList<string> List(RunSetting setting) => setting == RunSetting.Drive ? _drives : setting == RunSetting.Net ? _nets : [];
 
     public void SetList(RunSetting setting, IReadOnlyList<string> values)
     {
-        if (setting != RunSetting.Drive) throw new ArgumentException($"{setting.Name} is not a repeatable setting", nameof(setting));
-        _drives = values;
+        if (setting == RunSetting.Drive) _drives = values;
+        else if (setting == RunSetting.Net) _nets = values;
+        else throw new ArgumentException($"{setting.Name} is not a repeatable setting", nameof(setting));
     }
 
     /// <summary>Validate against this host's RAM (MemTotal).</summary>
@@ -128,6 +130,7 @@ public sealed class RunOptions
             Stats = stats,
             ForceMemory = force,
             Drives = virtio.Drives,
+            Nets = virtio.Nets,
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
         };

@@ -1,4 +1,5 @@
 using KvmSharp.Devices.Virtio.Block;
+using KvmSharp.Devices.Virtio.Net;
 using KvmSharp.Devices.Virtio.Rng;
 using KvmSharp.Vmm.Devices;
 using KvmSharp.Vmm.Machine;
@@ -6,7 +7,7 @@ using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Cli;
 
-/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio) and virtio-rng (unless --no-rng).</summary>
+/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), one virtio-net per --net, the virtio-console (--console virtio) and virtio-rng (unless --no-rng).</summary>
 internal static class VirtioDeviceAttachments
 {
     public static IReadOnlyList<DeviceAttachment> For(ValidatedRunOptions options)
@@ -19,6 +20,12 @@ internal static class VirtioDeviceAttachments
             var spec = options.Drives[i];
             steps.Add(PciAttachments.Virtio($"virtio-blk{i} ({spec.DisplayName})",
                 machine => new VirtioBlock(BlockImage.Open(spec), machine.LoggerFactory.CreateLogger<VirtioBlock>())));
+        }
+        for (int i = 0; i < options.Nets.Count; i++)
+        {
+            var spec = options.Nets[i];
+            steps.Add(PciAttachments.Virtio($"virtio-net{i} ({spec.DisplayName})", machine => new VirtioNet(TapDevice.Open(spec.Tap), spec.EffectiveMac,
+                machine.EventLoop, machine.LoggerFactory.CreateLogger<VirtioNet>(), spec.DisplayName)));
         }
         if (options.VirtioConsole) steps.Add(PciAttachments.VirtioConsole());
         if (options.Rng) steps.Add(PciAttachments.Virtio("virtio-rng", machine => new VirtioRng(machine.LoggerFactory.CreateLogger<VirtioRng>())));

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using KvmSharp.Devices.Events;
@@ -55,14 +54,9 @@ public sealed unsafe class TapDevice : INetBackend
         ArgumentNullException.ThrowIfNull(name);
         if (!IsValidName(name))
             throw new TapException(TapError.Missing, name, "is not an interface name", 0, "give 1 to 15 characters without '/', ':' or spaces");
-        string sys = $"/sys/class/net/{name}";
-        if (!Directory.Exists(sys))
+        // Looked up through a socket, so it is the calling thread's network namespace (as the tap's will be), not sysfs's.
+        if (TunIoctls.if_nametoindex(name) == 0)
             throw new TapException(TapError.Missing, name, "no such network interface", 0, $"create it first: ip tuntap add dev {name} mode tap [user USER]");
-        if (!TryReadTunFlags(sys, out int tunFlags) || (tunFlags & TunIoctls.IFF_TAP) == 0)
-            throw new TapException(TapError.NotATap, name, "is not a tap interface", 0, $"give a tap (ip tuntap add dev TAP mode tap), not a {(File.Exists($"{sys}/tun_flags") ? "tun" : "non-tun")} interface");
-        bool multiQueue = (tunFlags & TunIoctls.IFF_MULTI_QUEUE) != 0;
-        if (multiQueue)
-            throw new TapException(TapError.Busy, name, "was created with multi_queue", 0, "KvmSharp uses one queue pair: recreate it without multi_queue");
 
         int fd;
         fixed (byte* path = "/dev/net/tun\0"u8)
@@ -95,7 +89,8 @@ public sealed unsafe class TapDevice : INetBackend
                 if (error == EBUSY)
                     throw new TapException(TapError.Busy, name, "ioctl(TUNSETIFF)", error, "another process (another VM?) has the tap open; give each VM its own tap");
                 if (error == EINVAL)
-                    throw new TapException(TapError.Busy, name, "ioctl(TUNSETIFF)", error, "the tap was created with other flags (multi_queue?); recreate it with ip tuntap add dev TAP mode tap");
+                    throw new TapException(TapError.NotATap, name, "is not a single-queue tap", 0,
+                        $"it is a tun, not a tun/tap interface, or a tap made with multi_queue; create a tap with ip tuntap add dev TAP mode tap");
                 throw new TapException(TapError.HostUnsupported, name, "ioctl(TUNSETIFF)", error, "check the host's tun driver");
             }
 
@@ -118,7 +113,7 @@ public sealed unsafe class TapDevice : INetBackend
             if (TunIoctls.ioctl(fd, TunIoctls.TUNSETOFFLOAD, 0) != 0)
                 throw new TapException(TapError.HostUnsupported, name, "ioctl(TUNSETOFFLOAD, 0)", Marshal.GetLastPInvokeError(), "check the host's tun driver");
 
-            return new TapDevice(name, handle, supported, ReadMtu(sys));
+            return new TapDevice(name, handle, supported, ReadMtu(request));
         }
         catch
         {
@@ -176,34 +171,21 @@ public sealed unsafe class TapDevice : INetBackend
         }
     }
 
-    private static bool TryReadTunFlags(string sys, out int flags)
+    // SIOCGIFMTU on a datagram socket (same namespace as the tap); 1500 when the host will not say.
+    private static int ReadMtu(ifreq request)
     {
-        flags = 0;
+        int socketFd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (socketFd < 0) return 1500;
         try
         {
-            string text = File.ReadAllText($"{sys}/tun_flags").Trim();
-            if (text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)) text = text[2..];
-            return int.TryParse(text, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out flags);
+            request.ifr_flags = 0;
+            if (TunIoctls.ioctl(socketFd, TunIoctls.SIOCGIFMTU, (nint)(&request)) != 0) return 1500;
+            int mtu = request.ifr_mtu;
+            return mtu is >= 68 and <= 65535 ? mtu : 1500;
         }
-        catch (IOException)
+        finally
         {
-            return false;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return false;
-        }
-    }
-
-    private static int ReadMtu(string sys)
-    {
-        try
-        {
-            return int.TryParse(File.ReadAllText($"{sys}/mtu").Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int mtu) && mtu is >= 68 and <= 65535 ? mtu : 1500;
-        }
-        catch (IOException)
-        {
-            return 1500;
+            close(socketFd);
         }
     }
 }

@@ -12,6 +12,9 @@ public static unsafe partial class TunIoctls
     public const uint TUNGETIFF = 0x800454d2;
     public const uint TUNSETVNETHDRSZ = 0x400454d8;
 
+    /// <summary>Read an interface's MTU (linux/sockios.h), on any socket.</summary>
+    public const uint SIOCGIFMTU = 0x8921;
+
     public const short IFF_TAP = 0x0002;
     public const short IFF_MULTI_QUEUE = 0x0100;
     public const short IFF_NO_PI = 0x1000;
@@ -27,6 +30,9 @@ public static unsafe partial class TunIoctls
 
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     internal static partial int ioctl(int fd, nuint request, nint argument);
+
+    [LibraryImport("libc", EntryPoint = "if_nametoindex", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    internal static partial uint if_nametoindex(string name);
 
     [LibraryImport("libc", EntryPoint = "readv", SetLastError = true)]
     internal static partial nint readv(int fd, iovec* iov, int iovcnt);

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace KvmSharp.Devices.Virtio.Net;
 
 /// <summary>
-/// struct ifreq (linux/if.h) as TUNSETIFF takes it: the interface name and the flags member of its
+/// struct ifreq (linux/if.h) as TUNSETIFF and SIOCGIFMTU take it: the interface name and the flags and mtu members of its
 /// union (the union is 24 bytes: struct ifmap is the largest member).
 /// </summary>
 #pragma warning disable CS8981 // the C name, as the layout test greps it
@@ -18,5 +18,9 @@ public unsafe struct ifreq
 
     [FieldOffset(16)]
     public short ifr_flags;
+
+    /// <summary>SIOCGIFMTU's answer (the same union).</summary>
+    [FieldOffset(16)]
+    public int ifr_mtu;
 }
 #pragma warning restore CS8981
