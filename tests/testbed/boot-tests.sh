@@ -138,5 +138,8 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # (tests/testbed/disk-tests.sh; the root image is KVMSHARP_GUEST_ROOTFS from make-rootfs.sh).
 . "$repo/tests/testbed/disk-tests.sh"
 
+# virtio-net (issue 11): a tap in a namespace made for the test; ping, MiBs both ways with sha256.
+. "$repo/tests/testbed/net-tests.sh"
+
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]
