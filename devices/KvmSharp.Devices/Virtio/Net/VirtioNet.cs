@@ -19,7 +19,7 @@ namespace KvmSharp.Devices.Virtio.Net;
 /// </summary>
 /// <remarks>
 /// <para>Receive with VIRTIO_NET_F_MRG_RXBUF: the device holds popped receive chains until it has room
-/// for the largest frame the back end can deliver (64 KiB with guest GSO, else MTU + Ethernet header),
+/// for the largest frame the back end can deliver (64 KiB),
 /// reads one frame across as many chains as it fills, and sets num_buffers; chains left over serve the
 /// next frame. Without it, each frame goes into one chain. When the driver has too few buffers, the frame
 /// waits in the bounce buffer and the back end is no longer watched until the driver adds buffers, so a
@@ -162,7 +162,9 @@ public sealed unsafe class VirtioNet : IVirtioDevice
             ulong features = activation.NegotiatedFeatures;
             _mergeable = (features & VIRTIO_NET_F_MRG_RXBUF) != 0;
             bool guestGso = (features & (VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_GUEST_TSO6 | VIRTIO_NET_F_GUEST_UFO)) != 0;
-            _rxNeed = guestGso ? MaxFrameBytes : Math.Min(MaxFrameBytes, virtio_net_hdr_v1.Size + _backend.Mtu + EthernetOverhead);
+            // Merged buffers: room for the largest frame a tap can deliver (an oversized frame still arrives whole).
+            // One chain per frame: the driver sized its buffers for the MTU, or for 64 KiB with guest GSO.
+            _rxNeed = guestGso || _mergeable ? MaxFrameBytes : Math.Min(MaxFrameBytes, virtio_net_hdr_v1.Size + _backend.Mtu + EthernetOverhead);
             _rx = SplitVirtqueue.FromActivation(activation, ReceiveQueue, "virtio-net's receive queue", out reset);
             if (reset is null) _tx = SplitVirtqueue.FromActivation(activation, TransmitQueue, "virtio-net's transmit queue", out reset);
             if (reset is null)
@@ -260,6 +262,13 @@ public sealed unsafe class VirtioNet : IVirtioDevice
                 {
                     if (length < 0) CountDrop(ref _rxTransferFailures, "receive", (int)-length);
                     break;
+                }
+
+                if (length > _rxBounce.Length)
+                {
+                    RxDropped++;
+                    VirtioNetLog.Dropped(_logger, _name, (int)length, "larger than the largest frame");
+                    continue;
                 }
 
                 _rxPendingLength = (int)length;
@@ -394,6 +403,14 @@ public sealed unsafe class VirtioNet : IVirtioDevice
         {
             if (length < 0) CountDrop(ref _rxTransferFailures, "receive", (int)-length);
             return RxOutcome.Idle;
+        }
+
+        if ((ulong)length > covered)
+        {
+            // A tap returns a frame's whole length even when the buffers cut it short: drop it, keep the chains.
+            RxDropped++;
+            VirtioNetLog.Dropped(_logger, _name, (int)length, "larger than the receive buffers");
+            return RxOutcome.Dropped;
         }
 
         return Complete(queue, memory, (int)length, fromBounce: false, out reset) ? RxOutcome.Delivered : RxOutcome.Broken;

@@ -53,7 +53,7 @@ internal sealed unsafe class FakeNetBackend(uint supportedOffloads = TunIoctls.T
             done += part;
         }
 
-        return done; // a tap truncates a frame larger than the buffers, as here
+        return frame.Length; // as a tap: the frame's whole length, even when the buffers cut it short
     }
 
     public nint Send(iovec* vectors, int count)

@@ -126,7 +126,7 @@ public sealed class VirtioNetTests
         using var rig = new NetRig(WithoutGuestOffloads);
         rig.Memory.HostAddresses = hostAddresses;
         const uint Buffer = 1526;
-        rig.PostReceiveBuffers(8, Buffer);
+        rig.PostReceiveBuffers(48, Buffer); // room for a 64 KiB frame: read straight into the buffers when they have host addresses
         var big = NetRig.Frame(3000, seed: 5);
         var small = NetRig.Frame(60, seed: 9);
         rig.Backend.Incoming.Enqueue(big);
@@ -164,6 +164,21 @@ public sealed class VirtioNetTests
         Assert.Equal(112u, rig.Rx.UsedElement(1).Length);
         Assert.Equal(1, rig.NumBuffers(NetRig.BufferBase));
         Assert.Equal(NetRig.Frame(100, seed: 2).AsSpan(12).ToArray(), rig.UsedBytes(1, 2048).AsSpan(12).ToArray());
+    }
+
+    [Fact]
+    public void Without_merged_buffers_a_frame_larger_than_the_chain_is_dropped_and_the_chain_serves_the_next()
+    {
+        using var rig = new NetRig(WithoutMerge & WithoutGuestOffloads);
+        rig.PostReceiveBuffers(1, 1600);
+        rig.Backend.Incoming.Enqueue(NetRig.Frame(3000));
+        rig.Backend.Incoming.Enqueue(NetRig.Frame(500, seed: 8));
+        rig.Device.PollBackend();
+        Assert.Equal(1, rig.Device.RxDropped);
+        Assert.Equal(1, rig.Rx.UsedIdx);
+        Assert.Equal(512u, rig.Rx.UsedElement(0).Length);
+        Assert.Equal(NetRig.Frame(500, seed: 8).AsSpan(12).ToArray(), rig.UsedBytes(0, 1600).AsSpan(12).ToArray());
+        Assert.False(rig.Transport.NeedsReset);
     }
 
     [Fact]
