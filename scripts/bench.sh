@@ -31,6 +31,13 @@
 #                                     256 MiB sequential, then 4 KiB random reads for 5 s; last lines
 #                                     ratio-seq=, ratio-rand= (KvmSharp / QEMU time for the same work) and
 #                                     ratio= (the larger of the two)
+#   scripts/bench.sh net              publishes the NativeAOT kvmsharp, then in the nested testbed
+#                                     (scripts/bench/net-bench.sh) puts a tap in a namespace and boots KvmSharp
+#                                     (--net tap=) and QEMU (-netdev tap,vhost=off -device virtio-net-pci) on it,
+#                                     same kernel and initrd, alternating, BENCH_NET_ROUNDS (default 3) rounds;
+#                                     the guest's net_xfer (scripts/bench/net_xfer.c) receives, then sends
+#                                     BENCH_NET_MIB (default 32) MiB over TCP, timed in the guest; last lines
+#                                     ratio-rx=, ratio-tx= (KvmSharp / QEMU time) and ratio= (the larger)
 #
 # Environment: BENCH_ROUNDS (default 5) rounds, each running C and KvmSharp once, alternating which
 # goes first; BENCH_EXITS (default 20000) exits per run; BENCH_UNROLL (default 1) `out`s (tracked-write:
@@ -67,12 +74,15 @@ commands:
                    guest's write throughput while harvesting; one `ratio=X.XX mode=M` line per mode
   blk              virtio-blk O_DIRECT reads in the guest (256 MiB sequential, 4 KiB random), KvmSharp
                    (NativeAOT) vs QEMU, in the nested testbed; ratio-seq=, ratio-rand=, last ratio= (the larger)
+  net              virtio-net TCP throughput host→guest and guest→host over a tap, KvmSharp (NativeAOT) vs QEMU
+                   (vhost=off), in the nested testbed; ratio-rx=, ratio-tx=, last ratio= (the larger)
 environment: BENCH_ROUNDS=5 BENCH_EXITS=20000 BENCH_UNROLL=1 BENCH_WARMUPS=2 BENCH_RAW=
              BENCH_WRITES=20000 BENCH_UNCHANGED= BENCH_TRACKING_RUNS=3 BENCH_TRACKING_OPS=2000 BENCH_TRACKING_SECONDS=10
              BENCH_TRACKING_CPUS=2 BENCH_BOOT_ROUNDS=5 BENCH_START_RUNS=5
              dirty: BENCH_ROUNDS=5 BENCH_DIRTY_HARVESTS=20 BENCH_DIRTY_SECONDS=3 BENCH_DIRTY_MODES="bitmap clear ring"
              blk: BENCH_BLK_ROUNDS=3 BENCH_BLK_SEQ_MIB=256 BENCH_BLK_BLOCK_KIB=1024 BENCH_BLK_RAND_SECONDS=5
                   BENCH_BLK_IMAGE_MIB=320 BENCH_BLK_CACHE=none (or writeback) BENCH_BLK_AA= (1: QEMU on both sides)
+             net: BENCH_NET_ROUNDS=3 BENCH_NET_MIB=32 BENCH_NET_TIMEOUT=900
 USAGE
 }
 
@@ -470,6 +480,15 @@ case ${1:-} in
         [[ $# -eq 1 ]] || { usage; exit 2; }
         [[ -n ${BENCH_BLK_AA:-} ]] || publish_aot
         blk_bench
+        ;;
+    net)
+        [[ $# -eq 1 ]] || { usage; exit 2; }
+        publish_aot
+        command -v gcc >/dev/null || die "gcc is required to build the guest's net_xfer"
+        eval "$(scripts/guest/fetch-guest.sh)"
+        export KVMSHARP_GUEST_KERNEL=$KERNEL KVMSHARP_GUEST_INITRD=$INITRD KVMSHARP_AOT_BIN=$AOT_DIR/kvmsharp
+        TESTBED_ENV="BENCH_NET_ROUNDS BENCH_NET_MIB BENCH_NET_TIMEOUT ${TESTBED_ENV:-}" \
+            scripts/testbed/run-in-testbed.sh scripts/bench/net-bench.sh
         ;;
     # boot) ... ;;   (later benchmarks go here)
     -h|--help|help)

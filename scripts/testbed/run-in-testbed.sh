@@ -101,11 +101,12 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 fi
 
 # ---- L1 kernel + initramfs (cached) ----------------------------------------------------------------
-# Modules kvm-amd and the 9p root need, plus overlay for the writable root. Their dependencies
+# Modules kvm-amd and the 9p root need, plus overlay for the writable root and tun for the
+# virtio-net tests' taps. Their dependencies
 # (the depends= field of each .ko) are added when the initramfs is built, and the load order
 # puts dependencies first; /init still loads in repeated passes as a safety net.
 MODULES="ccp irqbypass kvm kvm-amd virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
-virtio_pci netfs fscache 9pnet 9pnet_virtio 9p overlay"
+virtio_pci netfs fscache 9pnet 9pnet_virtio 9p overlay tun"
 
 # The L1 /init (busybox sh). Console (ttyS0) carries the kernel's messages and init's own
 # diagnostics into console.log on the host; the command's output goes to ttyS1, QEMU's stdout.

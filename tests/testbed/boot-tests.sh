@@ -154,5 +154,8 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # Host directory shares (issue 11): virtio-fs read, write, readonly=on, no escape (tests/testbed/share-tests.sh).
 . "$repo/tests/testbed/share-tests.sh"
 
+# virtio-net (issue 11): a tap in a namespace made for the test; ping, MiBs both ways with sha256.
+. "$repo/tests/testbed/net-tests.sh"
+
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

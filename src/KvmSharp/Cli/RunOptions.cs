@@ -142,6 +142,7 @@ public sealed class RunOptions
             Stats = stats,
             ForceMemory = force,
             Drives = virtio.Drives,
+            Nets = virtio.Nets,
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
             Ports = virtio.Ports,

@@ -37,6 +37,8 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
         "A raw disk image as a virtio-blk disk of a Linux guest; repeatable: vda, vdb, ... in order (settings: a list)", IsRepeatable: true);
     public static readonly RunSetting Port = new("--port", "Port", Devices.Virtio.Console.ConsolePortSpec.Syntax,
         "A named virtio-console port of a Linux guest (/dev/vportNpM, named NAME in /sys/class/virtio-ports): path=FILE takes its output, socket=PATH listens for one client both ways; repeatable (settings: a list)", IsRepeatable: true);
+    public static readonly RunSetting Net = new("--net", "Net", Devices.Virtio.Net.NetSpec.Syntax,
+        "A virtio-net NIC of a Linux guest on an existing tap (ip tuntap add dev NAME mode tap); repeatable (settings: a list)", IsRepeatable: true);
     public static readonly RunSetting NoRng = new("--no-rng", "NoRng", "true|false", "No virtio-rng entropy device (a Linux guest has one by default)", IsSwitch: true);
     public static readonly RunSetting Console = new("--console", "Console", "serial|virtio",
         "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
@@ -50,5 +52,5 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
         [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial,
-         Memfd, Stats, Track, Drive, Port, NoRng, Console, Share, DebugExit, KvmDevice];
+         Memfd, Stats, Track, Drive, Net, Port, NoRng, Console, Share, DebugExit, KvmDevice];
 }

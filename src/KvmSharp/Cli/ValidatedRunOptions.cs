@@ -17,6 +17,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>virtio-blk disks (Linux guests), vda first.</summary>
     public IReadOnlyList<Devices.Virtio.Block.DriveSpec> Drives { get; init; } = [];
 
+    /// <summary>virtio-net NICs on taps (Linux guests), in --net order.</summary>
+    public IReadOnlyList<Devices.Virtio.Net.NetSpec> Nets { get; init; } = [];
+
     /// <summary>A virtio-rng device (Linux guests; off with --no-rng).</summary>
     public bool Rng { get; init; }
 

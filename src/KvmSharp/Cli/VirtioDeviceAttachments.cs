@@ -1,4 +1,5 @@
 using KvmSharp.Devices.Virtio.Block;
+using KvmSharp.Devices.Virtio.Net;
 using KvmSharp.Devices.Virtio.Rng;
 using KvmSharp.Vmm.Devices;
 using KvmSharp.Vmm.Machine;
@@ -6,7 +7,7 @@ using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Cli;
 
-/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio, --port), one virtio-fs per --share and virtio-rng (unless --no-rng).</summary>
+/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), one virtio-net per --net, the virtio-console (--console virtio, --port), one virtio-fs per --share and virtio-rng (unless --no-rng).</summary>
 internal static class VirtioDeviceAttachments
 {
     public static IReadOnlyList<DeviceAttachment> For(ValidatedRunOptions options)
@@ -19,6 +20,12 @@ internal static class VirtioDeviceAttachments
             var spec = options.Drives[i];
             steps.Add(PciAttachments.Virtio($"virtio-blk{i} ({spec.DisplayName})",
                 machine => new VirtioBlock(BlockImage.Open(spec), machine.LoggerFactory.CreateLogger<VirtioBlock>())));
+        }
+        for (int i = 0; i < options.Nets.Count; i++)
+        {
+            var spec = options.Nets[i];
+            steps.Add(PciAttachments.Virtio($"virtio-net{i} ({spec.DisplayName})", machine => new VirtioNet(TapDevice.Open(spec.Tap), spec.EffectiveMac,
+                machine.EventLoop, machine.LoggerFactory.CreateLogger<VirtioNet>(), spec.DisplayName)));
         }
         // Named ports need the multiport console too; its hvc0 takes the typed input only with --console virtio.
         if (options.VirtioConsole || options.Ports.Count > 0) steps.Add(PciAttachments.VirtioConsole(options.Ports, takesConsoleInput: options.VirtioConsole));

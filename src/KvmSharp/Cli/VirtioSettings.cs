@@ -1,5 +1,6 @@
 using KvmSharp.Devices.Virtio.Block;
 using KvmSharp.Devices.Virtio.Console;
+using KvmSharp.Devices.Virtio.Net;
 
 namespace KvmSharp.Cli;
 
@@ -14,6 +15,7 @@ internal static class VirtioSettings
     {
         public IReadOnlyList<ConsolePortSpec> Ports { get; init; } = [];
         public IReadOnlyList<Devices.Virtio.Fs.ShareOptions> Shares { get; init; } = [];
+        public IReadOnlyList<NetSpec> Nets { get; init; } = [];
     }
 
     public static Result Validate(RunOptions options, bool linux)
@@ -51,7 +53,7 @@ internal static class VirtioSettings
             }
             drives.Add(spec);
         }
-        return new Result(drives, Rng: linux && !noRng, virtioConsole) { Ports = ValidatePorts(options, linux), Shares = ValidateShares(options, linux) };
+        return new Result(drives, Rng: linux && !noRng, virtioConsole) { Ports = ValidatePorts(options, linux), Shares = ValidateShares(options, linux), Nets = ValidateNets(options, linux) };
     }
 
     // --share path=DIR,tag=TAG[,readonly=on]: syntax, an existing directory, unique tags, and a virtiofsd to run.
@@ -98,6 +100,39 @@ internal static class VirtioSettings
 
     // ConsolePortSpec's messages start with "--port: " or "--port NAME: "; the OptionsException names the setting itself.
     private static string StripFlag(string message) => message.StartsWith("--port: ", StringComparison.Ordinal) ? message["--port: ".Length..] : message;
+
+    // --net: the syntax, no tap, id or MAC twice, and each tap opens as the VM will open it (missing,
+    // not a tap, no permission, busy: exit 2; a host without /dev/net/tun: a host failure, exit 70).
+    private static List<NetSpec> ValidateNets(RunOptions options, bool linux)
+    {
+        var texts = options.List(RunSetting.Net);
+        if (!linux && texts.Count > 0) throw new OptionsException(RunSetting.Net, texts[0], "--net only applies with --kernel (virtio devices are for Linux guests)");
+        var nets = new List<NetSpec>();
+        var seen = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string text in texts)
+        {
+            if (!NetSpec.TryParse(text, out var spec, out string? error)) throw new OptionsException(RunSetting.Net, text, WithoutPrefix(error!, "--net: "));
+            foreach (string key in (string[])[$"tap {spec!.Tap}", $"MAC {spec.EffectiveMac}", $"id {spec.DisplayName}"])
+            {
+                if (seen.TryGetValue(key, out string? earlier))
+                    throw new OptionsException(RunSetting.Net, text, $"the {key} is already used by '{earlier}'; give each NIC its own tap, MAC and id");
+                seen[key] = text;
+            }
+            try
+            {
+                TapDevice.Open(spec.Tap).Dispose();
+            }
+            catch (TapException e) when (!e.IsHostFailure)
+            {
+                throw new OptionsException(RunSetting.Net, text, WithoutPrefix(e.Message, $"--net tap={spec.Tap}: "));
+            }
+            nets.Add(spec);
+        }
+        return nets;
+    }
+
+    private static string WithoutPrefix(string message, string prefix)
+        => message.StartsWith(prefix, StringComparison.Ordinal) ? message[prefix.Length..] : message;
 
     // BlockImageException already starts with "--drive file=PATH: "; the OptionsException names the setting itself.
     private static string WithoutDrivePrefix(string message, string path)

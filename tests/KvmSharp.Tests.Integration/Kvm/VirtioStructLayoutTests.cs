@@ -5,6 +5,7 @@ using System.Text;
 using KvmSharp.Devices.Virtio;
 using KvmSharp.Devices.Virtio.Block;
 using KvmSharp.Devices.Virtio.Console;
+using KvmSharp.Devices.Virtio.Net;
 using KvmSharp.Devices.Virtio.Queues;
 using KvmSharp.Tests.Integration.Infrastructure;
 using Xunit;
@@ -18,7 +19,8 @@ namespace KvmSharp.Tests.Integration.Kvm;
 /// </summary>
 public sealed class VirtioStructLayoutTests
 {
-    private static readonly string[] Headers = ["linux/virtio_ring.h", "linux/virtio_blk.h", "linux/virtio_console.h", "linux/virtio_ids.h", "linux/virtio_config.h", "linux/virtio_fs.h", "linux/vhost_types.h"];
+    private static readonly string[] Headers = ["linux/virtio_ring.h", "linux/virtio_blk.h", "linux/virtio_console.h", "linux/virtio_ids.h", "linux/virtio_config.h", "linux/virtio_fs.h", "linux/vhost_types.h",
+        "linux/virtio_net.h", "linux/if.h", "sys/ioctl.h", "linux/if_tun.h", "linux/sockios.h"];
 
     [GccFact]
     public void Generated_static_asserts_compile_against_the_system_virtio_headers()
@@ -111,6 +113,29 @@ public sealed class VirtioStructLayoutTests
         Emit(c, ref count, $"(1ULL << VIRTIO_RING_F_INDIRECT_DESC) == {VirtioFeatureBits.VIRTIO_RING_F_INDIRECT_DESC}ull", "VIRTIO_RING_F_INDIRECT_DESC");
         Emit(c, ref count, $"(1ULL << VIRTIO_RING_F_EVENT_IDX) == {VirtioFeatureBits.VIRTIO_RING_F_EVENT_IDX}ull", "VIRTIO_RING_F_EVENT_IDX");
         Emit(c, ref count, $"(1ULL << VIRTIO_F_VERSION_1) == {VirtioFeatureBits.VIRTIO_F_VERSION_1}ull", "VIRTIO_F_VERSION_1");
+        // virtio-net (masks in C# where C has bit numbers) and the tun/tap uAPI with struct ifreq.
+        foreach (var field in typeof(VirtioNetFeatures).GetFields(BindingFlags.Public | BindingFlags.Static).Where(f => f.IsLiteral))
+        {
+            Emit(c, ref count, field.FieldType == typeof(ulong)
+                ? $"(1ULL << {field.Name}) == {field.GetValue(null)}ull"
+                : $"{field.Name} == {Convert.ToUInt64(field.GetValue(null))}u", field.Name);
+        }
+
+        foreach (var field in typeof(TunIoctls).GetFields(BindingFlags.Public | BindingFlags.Static).Where(f => f.IsLiteral && f.Name != nameof(TunIoctls.IOV_MAX)))
+        {
+            Emit(c, ref count, $"{field.Name} == 0x{Convert.ToUInt64(field.GetValue(null)):x}u", field.Name);
+        }
+
+        Emit(c, ref count, $"sizeof(struct ifreq) == {Marshal.SizeOf<ifreq>()}", "ifreq size");
+        Emit(c, ref count, $"IFNAMSIZ == {ifreq.IFNAMSIZ}", "IFNAMSIZ");
+        foreach (string member in new[] { nameof(ifreq.ifr_name), nameof(ifreq.ifr_flags), nameof(ifreq.ifr_mtu) })
+        {
+            Emit(c, ref count, $"offsetof(struct ifreq, {member}) == {(int)Marshal.OffsetOf<ifreq>(member)}", $"ifreq.{member}");
+        }
+
+        Emit(c, ref count, $"sizeof(((struct ifreq *)0)->ifr_flags) == sizeof(short) && sizeof(((struct ifreq *)0)->ifr_mtu) == sizeof(int)", "ifreq member sizes");
+        Emit(c, ref count, $"offsetof(struct virtio_net_hdr_v1, num_buffers) == {virtio_net_hdr_v1.NumBuffersOffset}", "virtio_net_hdr_v1.NumBuffersOffset");
+        Emit(c, ref count, $"VIRTIO_ID_NET == {(int)VirtioDeviceType.Net}", "VIRTIO_ID_NET");
         Emit(c, ref count, $"VIRTIO_ID_BLOCK == {(int)VirtioDeviceType.Block} && VIRTIO_ID_CONSOLE == {(int)VirtioDeviceType.Console} && VIRTIO_ID_RNG == {(int)VirtioDeviceType.Entropy}", "VIRTIO_ID_*");
         return c.ToString();
     }
