@@ -23,6 +23,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>--console virtio: the Linux console on hvc0.</summary>
     public bool VirtioConsole { get; init; }
 
+    /// <summary>--tracker-sock: where out-of-process page trackers connect (guest RAM is then memfd-backed).</summary>
+    public string? TrackerSocket { get; init; }
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 }
