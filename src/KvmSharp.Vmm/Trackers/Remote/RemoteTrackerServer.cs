@@ -143,9 +143,9 @@ public sealed class RemoteTrackerServer : IDisposable
         TrackerAttached?.Invoke(detail);
     }
 
-    internal void OnDetached(RemoteTrackerSession session, string reason, long lost)
+    internal void OnDetached(RemoteTrackerSession session, string reason)
     {
-        string detail = $"{session.Name}: {reason}" + (lost > 0 ? $" ({lost} events lost to a full ring)" : "");
+        string detail = $"{session.Name}: {reason}";
         bool wasSubscribed = session.Subscribed;
         lock (_gate)
         {

@@ -98,9 +98,10 @@ internal sealed class RemoteTrackerSession : IPageTrackNotifier
                 Handle(type, id, payload);
             }
         }
-        catch (Exception e) when (e is InvalidDataException or KvmException or IOException or InvalidOperationException)
+        catch (Exception e)
         {
-            reason = $"its connection failed: {e.Message}";
+            // Whatever a tracker sends, the VMM goes on: it is detached with the reason.
+            reason = $"its connection failed: {e.GetType().Name}: {e.Message}";
         }
         finally
         {
@@ -250,6 +251,8 @@ internal sealed class RemoteTrackerSession : IPageTrackNotifier
     {
         var ring = _ring;
         ring?.Abandon();
+        long lost = ring?.Lost ?? 0;
+        if (lost > 0) reason += $" ({lost} events lost to a full ring)";
         if (ring is not null)
         {
             try
@@ -268,14 +271,14 @@ internal sealed class RemoteTrackerSession : IPageTrackNotifier
             held = _counts.SelectMany(p => Enumerable.Repeat(p.Key, p.Value)).ToList();
             _counts.Clear();
         }
-        if (held.Count > 0 && !_server.Disposing) TakeBack(held);
-        if (reason != "it disconnected")
+        if (held.Count > 0) TakeBack(held);
+        if (!reason.StartsWith("it disconnected", StringComparison.Ordinal))
         {
             try
             {
                 byte[] text = Encoding.UTF8.GetBytes(reason);
                 var payload = new byte[8 + text.Length];
-                BitConverter.TryWriteBytes(payload, reason == DeadlineMissed ? ETIMEDOUT : 0);
+                BitConverter.TryWriteBytes(payload, reason.StartsWith(DeadlineMissed, StringComparison.Ordinal) ? ETIMEDOUT : 0);
                 BitConverter.TryWriteBytes(payload.AsSpan(4), (uint)text.Length);
                 text.CopyTo(payload, 8);
                 _socket.Send(TrackerWire.Detached, 0, payload);
@@ -287,7 +290,7 @@ internal sealed class RemoteTrackerSession : IPageTrackNotifier
         }
         _socket.Dispose();
         ring?.Dispose();
-        _server.OnDetached(this, reason, ring?.Lost ?? 0);
+        _server.OnDetached(this, reason);
     }
 
     private void TakeBack(List<ulong> held)

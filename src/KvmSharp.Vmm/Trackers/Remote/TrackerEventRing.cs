@@ -24,6 +24,7 @@ public sealed unsafe class TrackerEventRing : IDisposable
     private ulong _head;
     private ulong _seq;
     private ulong _pendingLost;
+    private long _lost;
     private volatile bool _abandoned;
 
     public TrackerEventRing(bool synchronous, uint ringBytes, TimeSpan deadline, TimeSpan spin)
@@ -59,7 +60,7 @@ public sealed unsafe class TrackerEventRing : IDisposable
     public EventFd Acks { get; }
 
     /// <summary>Events lost to a full ring (asynchronous mode), in total.</summary>
-    public long Lost => (long)Volatile.Read(ref *(ulong*)(_memory.Pointer + LostOffset));
+    public long Lost => Interlocked.Read(ref _lost);
 
     public ulong PublishedSeq => Volatile.Read(ref _seq);
 
@@ -86,11 +87,15 @@ public sealed unsafe class TrackerEventRing : IDisposable
         while (true)
         {
             Lock();
-            if (TryAppendLocked(kind, vcpu, addressSpace, source, gpa, aux, bytes, size, out seq)) break;
+            if (TryAppendLocked(kind, vcpu, addressSpace, source, gpa, aux, bytes, size, out seq))
+            {
+                Unlock();
+                break;
+            }
             if (!Synchronous)
             {
                 _pendingLost++;
-                Interlocked.Increment(ref *(ulong*)(_memory.Pointer + LostOffset));
+                Volatile.Write(ref *(ulong*)(_memory.Pointer + LostOffset), (ulong)Interlocked.Increment(ref _lost));
                 Volatile.Write(ref *(int*)(_memory.Pointer + GapPendingOffset), 1);
                 Unlock();
                 RingDoorbell();

@@ -36,7 +36,7 @@ public sealed unsafe partial class UnixSeqSocket : IDisposable
             }
             var address = Address(path);
             // Create it unreachable by others from the start: fchmod on a socket does not change its file's mode.
-            uint previous = umask(0x3F); // 0077
+            uint previous = umask(0x7F); // 0177: the socket file is made 0600
             int bound = bind(fd, (sockaddr*)&address, SizeOf.sockaddr_un);
             int bindErrno = errno;
             umask(previous);
