@@ -2,10 +2,11 @@
  * is not .NET-only. Connects, maps guest memory from the memfds of HELLO, subscribes, tracks a range of
  * gfns, then prints every event of the ring as `kvmsharp track` does and acks it.
  *
- *   tracker_client SOCKET FIRST_GFN PAGES sync|async [noack] [stall=MS] [ring=BYTES] [deadline=MS] [spin=US]
+ *   tracker_client SOCKET FIRST_GFN PAGES sync|async [noack] [quiet] [stall=MS] [ring=BYTES] [deadline=MS] [spin=US]
  *
  * noack: never ack (a hung tracker: the VMM must detach it); stall=MS: sleep before reading events (to
- * overflow an asynchronous ring). stderr gets "tracking ..." once the gfns are tracked, and "detached: ..."
+ * overflow an asynchronous ring); quiet: count writes instead of printing them, print "writes=N" at the end
+ * (the benchmark: a tracker whose work per event is trivial, as the in-process reference's). stderr gets "tracking ..." once the gfns are tracked, and "detached: ..."
  * at the end. Exit 0 when the VMM ended the session, 3 when it detached us for a missed deadline, 1 on errors.
  */
 #define _GNU_SOURCE
@@ -110,8 +111,15 @@ static int doorbell, acks;
 #define FIELD64(off) ((_Atomic uint64_t *)(ring + (off)))
 #define FIELD32(off) ((_Atomic uint32_t *)(ring + (off)))
 
+static int quiet;
+static unsigned long long quiet_writes;
+
 static void print_record(const struct record *r)
 {
+    if (quiet) {
+        quiet_writes += r->kind == KIND_WRITE;
+        return;
+    }
     if (r->kind == KIND_WRITE) {
         printf("write seq=%llu vcpu=%d as=%u gpa=0x%llx len=%u bytes=", (unsigned long long)r->seq, r->vcpu, r->as_id, (unsigned long long)r->gpa, r->len);
         for (uint32_t i = 0; i < r->len; i++) printf("%02x", r->bytes[i]);
@@ -153,13 +161,14 @@ static uint64_t now_ns(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 5) { fprintf(stderr, "usage: tracker_client SOCKET FIRST_GFN PAGES sync|async [noack] [stall=MS] [ring=BYTES] [deadline=MS] [spin=US]\n"); return 2; }
+    if (argc < 5) { fprintf(stderr, "usage: tracker_client SOCKET FIRST_GFN PAGES sync|async [noack] [quiet] [stall=MS] [ring=BYTES] [deadline=MS] [spin=US]\n"); return 2; }
     uint64_t first = strtoull(argv[2], NULL, 0), pages = strtoull(argv[3], NULL, 0);
     uint32_t synchronous = strcmp(argv[4], "sync") == 0, ring_bytes = 0, deadline = 0;
     int noack = 0, stall_ms = 0;
     uint64_t spin_ns = 200000;
     for (int i = 5; i < argc; i++) {
         if (strcmp(argv[i], "noack") == 0) noack = 1;
+        else if (strcmp(argv[i], "quiet") == 0) quiet = 1;
         else if (strncmp(argv[i], "stall=", 6) == 0) stall_ms = atoi(argv[i] + 6);
         else if (strncmp(argv[i], "ring=", 5) == 0) ring_bytes = (uint32_t)strtoul(argv[i] + 5, NULL, 0);
         else if (strncmp(argv[i], "deadline=", 9) == 0) deadline = (uint32_t)strtoul(argv[i] + 9, NULL, 0);
@@ -230,6 +239,7 @@ int main(int argc, char **argv)
                 int32_t error;
                 memcpy(&error, message, 4);
                 if (!noack) drain(&tail);
+                if (quiet) printf("writes=%llu\n", quiet_writes);
                 fprintf(stderr, "detached: %s\n", (char *)message + 8);
                 return error == ETIMEDOUT ? 3 : 0;
             }
