@@ -13,14 +13,14 @@ namespace KvmSharp.Vmm.Trackers.Remote;
 /// </summary>
 public sealed unsafe class RemoteTrackerClient : IDisposable
 {
-    private readonly UnixSeqSocket _socket;
+    private readonly TrackerSocket _socket;
     private readonly List<SharedMemfd> _memory = new();
     private readonly GuestMemoryTableEntry[] _table;
     private SharedMemfd? _ring;
     private int _doorbell = -1, _acks = -1;
     private ulong _nextId = 1;
 
-    private RemoteTrackerClient(UnixSeqSocket socket, GuestMemoryTableEntry[] table)
+    private RemoteTrackerClient(TrackerSocket socket, GuestMemoryTableEntry[] table)
     {
         _socket = socket;
         _table = table;
@@ -31,7 +31,7 @@ public sealed unsafe class RemoteTrackerClient : IDisposable
     /// <summary>Connect and take the guest memory table (and map its memfds).</summary>
     public static RemoteTrackerClient Connect(string path)
     {
-        var socket = UnixSeqSocket.Connect(path);
+        var socket = TrackerSocket.Connect(path);
         try
         {
             if (!socket.TryReceive(out uint type, out _, out byte[] payload, out int[] fds))

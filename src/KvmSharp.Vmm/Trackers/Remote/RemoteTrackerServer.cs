@@ -13,7 +13,7 @@ namespace KvmSharp.Vmm.Trackers.Remote;
 /// </summary>
 public sealed class RemoteTrackerServer : IDisposable
 {
-    private readonly UnixSeqSocket _listener;
+    private readonly TrackerSocket _listener;
     private readonly Thread _acceptThread;
     private readonly List<RemoteTrackerSession> _sessions = new();
     private readonly List<string> _detachments = new();
@@ -26,7 +26,7 @@ public sealed class RemoteTrackerServer : IDisposable
         Path = path;
         Options = options;
         _ = GuestMemoryTable.Of(machine); // refuse now, not at the first connection, when RAM cannot be shared
-        _listener = UnixSeqSocket.Listen(path);
+        _listener = TrackerSocket.Listen(path);
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "tracker-accept" };
     }
 
@@ -76,7 +76,7 @@ public sealed class RemoteTrackerServer : IDisposable
         uint self = geteuid();
         while (!_disposing)
         {
-            UnixSeqSocket? client;
+            TrackerSocket? client;
             try
             {
                 client = _listener.Accept(200);
@@ -119,7 +119,7 @@ public sealed class RemoteTrackerServer : IDisposable
 
     private const int EACCES = 13, EBUSY = 16;
 
-    private static void Refuse(UnixSeqSocket client, int error, string detail)
+    private static void Refuse(TrackerSocket client, int error, string detail)
     {
         try
         {

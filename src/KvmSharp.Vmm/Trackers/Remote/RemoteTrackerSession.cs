@@ -15,7 +15,7 @@ internal sealed class RemoteTrackerSession : IPageTrackNotifier
     private const string DeadlineMissed = "it did not ack an event within its deadline";
 
     private readonly RemoteTrackerServer _server;
-    private readonly UnixSeqSocket _socket;
+    private readonly TrackerSocket _socket;
     private readonly PageTracker _tracker;
     private readonly Dictionary<ulong, int> _counts = new();
     private readonly object _countsGate = new();
@@ -24,7 +24,7 @@ internal sealed class RemoteTrackerSession : IPageTrackNotifier
     private volatile string? _detachReason;
     private Thread? _thread;
 
-    public RemoteTrackerSession(RemoteTrackerServer server, UnixSeqSocket socket, PageTracker tracker, int pid)
+    public RemoteTrackerSession(RemoteTrackerServer server, TrackerSocket socket, PageTracker tracker, int pid)
     {
         _server = server;
         _socket = socket;

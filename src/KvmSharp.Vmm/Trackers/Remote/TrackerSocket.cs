@@ -9,7 +9,7 @@ namespace KvmSharp.Vmm.Trackers.Remote;
 /// A Unix stream socket carrying the tracker protocol's messages, with file descriptors passed by
 /// SCM_RIGHTS. Both ends use it: the VMM's listener and sessions, and a tracker's client.
 /// </summary>
-public sealed unsafe partial class UnixSeqSocket : IDisposable
+public sealed unsafe partial class TrackerSocket : IDisposable
 {
     private const int MaxFds = 16;
     // struct cmsghdr on 64-bit Linux: size_t cmsg_len, int cmsg_level, int cmsg_type, then the data (8-byte aligned).
@@ -17,12 +17,12 @@ public sealed unsafe partial class UnixSeqSocket : IDisposable
     private static int CmsgSpace(int dataBytes) => CmsgHeaderBytes + ((dataBytes + 7) & ~7);
     private int _fd;
 
-    private UnixSeqSocket(int fd) => _fd = fd;
+    private TrackerSocket(int fd) => _fd = fd;
 
     public int FileDescriptor => _fd;
 
     /// <summary>Bind and listen at <paramref name="path"/>, mode 0600 (an existing socket file is replaced).</summary>
-    public static UnixSeqSocket Listen(string path)
+    public static TrackerSocket Listen(string path)
     {
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) throw new HostCallException("socket", errno, path);
@@ -42,7 +42,7 @@ public sealed unsafe partial class UnixSeqSocket : IDisposable
             umask(previous);
             if (bound != 0) throw new HostCallException("bind", bindErrno, path);
             if (listen(fd, 8) != 0) throw new HostCallException("listen", errno, path);
-            return new UnixSeqSocket(fd);
+            return new TrackerSocket(fd);
         }
         catch
         {
@@ -51,7 +51,7 @@ public sealed unsafe partial class UnixSeqSocket : IDisposable
         }
     }
 
-    public static UnixSeqSocket Connect(string path)
+    public static TrackerSocket Connect(string path)
     {
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) throw new HostCallException("socket", errno, path);
@@ -62,7 +62,7 @@ public sealed unsafe partial class UnixSeqSocket : IDisposable
             close(fd);
             throw new HostCallException("connect", error, path);
         }
-        return new UnixSeqSocket(fd);
+        return new TrackerSocket(fd);
     }
 
     private static sockaddr_un Address(string path)
@@ -78,14 +78,14 @@ public sealed unsafe partial class UnixSeqSocket : IDisposable
     private static partial uint umask(uint mask);
 
     /// <summary>Wait up to <paramref name="timeoutMilliseconds"/> for a connection; null on timeout.</summary>
-    public UnixSeqSocket? Accept(int timeoutMilliseconds)
+    public TrackerSocket? Accept(int timeoutMilliseconds)
     {
         var wanted = new pollfd { fd = _fd, events = (short)POLLIN };
         int ready = poll(&wanted, 1, timeoutMilliseconds);
         if (ready <= 0) return null;
         int client = accept4(_fd, null, null, SOCK_CLOEXEC);
         if (client < 0) return null;
-        return new UnixSeqSocket(client);
+        return new TrackerSocket(client);
     }
 
     /// <summary>The peer's uid and pid (SO_PEERCRED).</summary>
