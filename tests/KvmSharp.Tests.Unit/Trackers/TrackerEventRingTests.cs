@@ -88,19 +88,20 @@ public sealed unsafe class TrackerEventRingTests
 
         using var reader = new Reader(ring);
         reader.Drain();
-        using var acker = new CancellationTokenSource();
-        var tracker = Task.Run(() =>
+        bool stop = false;
+        var tracker = new Thread(() =>
         {
-            while (!acker.IsCancellationRequested)
+            while (!Volatile.Read(ref stop))
             {
                 reader.Drain();
                 ring.Acks.Signal();
                 Thread.Sleep(1);
             }
         });
+        tracker.Start();
         Assert.True(ring.Append(KindWrite, 0, 0, SourceVcpu, 0x2000, 0, [2]));
-        acker.Cancel();
-        tracker.Wait();
+        Volatile.Write(ref stop, true);
+        tracker.Join();
     }
 
     [Fact]
@@ -108,10 +109,13 @@ public sealed unsafe class TrackerEventRingTests
     {
         using var ring = new TrackerEventRing(synchronous: true, TrackerWire.MinRingBytes, TimeSpan.FromSeconds(30), TimeSpan.Zero);
         var clock = Stopwatch.StartNew();
-        var writer = Task.Run(() => ring.Append(KindWrite, 0, 0, SourceVcpu, 0x1000, 0, [1]));
+        bool returned = false;
+        var writer = new Thread(() => returned = ring.Append(KindWrite, 0, 0, SourceVcpu, 0x1000, 0, [1]));
+        writer.Start();
         Thread.Sleep(50);
         ring.Abandon();
-        Assert.True(writer.Wait(TimeSpan.FromSeconds(10)));
+        Assert.True(writer.Join(TimeSpan.FromSeconds(10)));
+        Assert.True(returned);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10));
     }
 }
