@@ -12,6 +12,12 @@
 #                                     scripts/bench/tracked_write.c), same guest binary; then the
 #                                     tracking-ops figures; last line: ratio=X.XX
 #   scripts/bench.sh tracking-ops     AddGfn/RemoveGfn operations per second on a slot with vCPUs running
+#   scripts/bench.sh tracked-write-oop  ns per guest write to a write-tracked page with the tracker in another
+#                                     process, subscribed synchronously (the vCPU waits for its ack; the C client
+#                                     tests/KvmSharp.Tests.Integration/Trackers/tracker_client.c, gcc -O2) vs the
+#                                     same write with an in-process notifier, same guest, same process, alternating;
+#                                     BENCH_OOP_SPIN_US (default 0) µs each side spins before blocking on its
+#                                     eventfd; last line: ratio=X.XX (out-of-process / in-process, wall)
 #   scripts/bench.sh boot             publishes the NativeAOT kvmsharp (artifacts/aot; needs clang), prints
 #                                     its start -> first KVM_RUN and peak RSS without guest RAM for the
 #                                     built-in guest on this host (BENCH_START_RUNS, default 5, runs), then
@@ -66,6 +72,8 @@ commands:
   tracked-write    ns per tracked guest write (trap, apply, TrackWrite, resume), KvmSharp vs minimal C,
                    then tracking-ops; last line ratio=X.XX (KvmSharp / C)
   tracking-ops     AddGfn/RemoveGfn operations per second with vCPUs running
+  tracked-write-oop  ns per tracked guest write with a synchronous out-of-process tracker vs in-process;
+                   last line ratio=X.XX (out-of-process / in-process)
   tracking-scale   single and batch AddGfn/RemoveGfn at 1k/10k/100k scattered tracked gfns with a vCPU running,
                    kernel slots used; last line ratio=X.XX (single-op time at 10k / at 1k)
   boot             Linux boot to a marker, KvmSharp (NativeAOT) vs QEMU, in the nested testbed; also start ->
@@ -279,6 +287,58 @@ tracked_write() {
     awk -v k="$k_median" -v c="$c_median" 'BEGIN { printf "ratio=%.2f\n", k / c }'
 }
 
+tracked_write_oop() {
+    local rounds=${BENCH_ROUNDS:-5} writes=${BENCH_WRITES:-20000} warmups=${BENCH_WARMUPS:-2} spin=${BENCH_OOP_SPIN_US:-0}
+    is_count "$rounds" 1 || die "BENCH_ROUNDS must be a whole number >= 1, not '$rounds'"
+    is_count "$writes" 1 || die "BENCH_WRITES must be a whole number >= 1, not '$writes'"
+    is_count "$warmups" 0 || die "BENCH_WARMUPS must be a whole number >= 0, not '$warmups'"
+    is_count "$spin" 0 || die "BENCH_OOP_SPIN_US must be a whole number >= 0, not '$spin'"
+    command -v gcc >/dev/null || die "gcc is required to build the C tracker client"
+
+    local tmp
+    tmp=$(mktemp -d -t kvmsharp-bench.XXXXXX)
+    # shellcheck disable=SC2064 # expand $tmp now
+    trap "rm -rf '$tmp'" EXIT
+    gcc -O2 -Wall -Wextra -o "$tmp/tracker_client" tests/KvmSharp.Tests.Integration/Trackers/tracker_client.c || die "gcc failed"
+    "$BENCH_BIN" write-guest tracked-write "$writes" "$tmp/guest.bin" 1
+
+    echo "tracked-write-oop: $rounds rounds of $writes dword writes to a write-tracked page (gpa 0x8000) at CPL0 (16-bit real mode)"
+    echo "  timed: first trapped write handled -> debug-exit exit handled (wall; cpu = vCPU thread CPU time)"
+    echo "  in-process: VirtualMachine (memfd RAM) + a notifier that counts; out-of-process: the same + the C tracker"
+    echo "  client subscribed synchronously (each write waits for its ack); spin before blocking: $spin us each side;"
+    echo "  $warmups untimed warm-up pair(s) per round in the same process"
+    local in_values=() oop_values=() in_cpu=() oop_cpu=() pair_ratios=() round out order in_ns oop_ns
+    for (( round = 1; round <= rounds; round++ )); do
+        # Alternate which goes first so a slow drift of the host's load favours neither side.
+        order=; (( round % 2 )) || order=oop-first
+        # shellcheck disable=SC2086 # $order is empty or one word
+        out=$(BENCH_OOP_SPIN_US=$spin "$BENCH_BIN" tracked-write-oop "$tmp/guest.bin" "$warmups" "$tmp/tracker_client" $order) ||
+            die "kvmsharp-bench tracked-write-oop failed: $out"
+        in_ns=$(field inproc_ns_per_write "$out")
+        oop_ns=$(field oop_ns_per_write "$out")
+        [[ -n $in_ns && -n $oop_ns ]] || die "a run printed no figures: $out"
+        [[ $(field tracked_writes "$out") == "$writes" && $(field oop_tracked_writes "$out") == "$writes" ]] ||
+            die "tracked write counts differ from $writes: $out"
+        in_values+=("$in_ns")
+        oop_values+=("$oop_ns")
+        in_cpu+=("$(field inproc_cpu_ns_per_write "$out")")
+        oop_cpu+=("$(field oop_cpu_ns_per_write "$out")")
+        pair_ratios+=("$(awk -v o="$oop_ns" -v i="$in_ns" 'BEGIN { printf "%.4f", o / i }')")
+        printf 'round %d: in-process=%s ns/write (cpu %s)  out-of-process=%s ns/write (cpu %s)\n' "$round" \
+            "$in_ns" "$(field inproc_cpu_ns_per_write "$out")" "$oop_ns" "$(field oop_cpu_ns_per_write "$out")"
+    done
+    local in_median oop_median in_cpu_median oop_cpu_median
+    in_median=$(median "${in_values[@]}")
+    oop_median=$(median "${oop_values[@]}")
+    in_cpu_median=$(median "${in_cpu[@]}")
+    oop_cpu_median=$(median "${oop_cpu[@]}")
+    echo "host load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
+    echo "median cpu: in-process=$in_cpu_median ns/write  out-of-process=$oop_cpu_median ns/write  cpu ratio $(awk -v o="$oop_cpu_median" -v i="$in_cpu_median" 'BEGIN { printf "%.2f", o / i }')"
+    echo "median of per-round ratios: $(median "${pair_ratios[@]}" | awk '{ printf "%.2f", $1 }')"
+    echo "median: in-process=$in_median ns/write  out-of-process=$oop_median ns/write"
+    awk -v o="$oop_median" -v i="$in_median" 'BEGIN { printf "ratio=%.2f\n", o / i }'
+}
+
 tracking_ops_settings() {
     tracking_runs=${BENCH_TRACKING_RUNS:-3} tracking_count=${BENCH_TRACKING_OPS:-2000}
     tracking_seconds=${BENCH_TRACKING_SECONDS:-10} tracking_cpus=${BENCH_TRACKING_CPUS:-2}
@@ -462,6 +522,12 @@ case ${1:-} in
         require_kvm
         build_bench
         tracking_ops
+        ;;
+    tracked-write-oop)
+        [[ $# -eq 1 ]] || { usage; exit 2; }
+        require_kvm
+        build_bench
+        tracked_write_oop
         ;;
     tracking-scale)
         [[ $# -eq 1 ]] || { usage; exit 2; }

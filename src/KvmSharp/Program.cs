@@ -57,8 +57,10 @@ public static class Program
                 return parsed.Result.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
             case ParsedVerb.Help:
                 if (commandLine.WriteHelp(parsed.HelpTopic, Console.Out)) return 0;
-                Console.Error.WriteLine($"kvmsharp: there is no command '{parsed.HelpTopic}'; commands: run, caps, help");
+                Console.Error.WriteLine($"kvmsharp: there is no command '{parsed.HelpTopic}'; commands: run, caps, track, help");
                 return InvalidSettings;
+            case ParsedVerb.Track:
+                return TrackCommand.Run(parsed.Track!, Console.Out, Console.Error);
         }
 
         var settings = Settings.Load(parsed.Settings);

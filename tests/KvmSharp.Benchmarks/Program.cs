@@ -13,6 +13,9 @@ const string Usage = """
                                                    write the 16-bit guest making N dword writes to the tracked page 0x8000
                                                    (unchanged: each write stores the bytes memory holds; diagnostic)
       tracked-write FILE [WARMUPS]                 run FILE under KvmSharp with gfn 8 tracked; prints ns_per_write=X
+      tracked-write-oop FILE WARMUPS CLIENT [oop-first]
+                                                   FILE with gfn 8 tracked in-process, then by CLIENT (the C tracker client)
+                                                   synchronously from another process; prints inproc_ns_per_write=, oop_ns_per_write=
       write-guest dirty FILE                       write the dirty-logging guest (DirtyBenchGuest) shared with dirty_harvest.c
       dirty MODE FILE [ROUNDS]                     MODE = bitmap|clear|ring: harvest time of a 4 GiB guest dirtying 1 % per round;
                                                    prints harvest_ns=X (median of ROUNDS, default 10)
@@ -45,6 +48,8 @@ try
         ["write-guest", "tracked-write", var n, var file, var unroll, "unchanged"] => WriteTrackedWriteGuest(n, file, unroll, unchanged: true),
         ["tracked-write", var file] => TrackedWriteBench.Run(file, 2),
         ["tracked-write", var file, var warmups] => TrackedWriteBench.Run(file, ParseInt(warmups, "WARMUPS", 0)),
+        ["tracked-write-oop", var file, var warmups, var client] => TrackedWriteOopBench.Run(file, ParseInt(warmups, "WARMUPS", 0), client, false),
+        ["tracked-write-oop", var file, var warmups, var client, "oop-first"] => TrackedWriteOopBench.Run(file, ParseInt(warmups, "WARMUPS", 0), client, true),
         ["tracking-ops", .. var rest] when rest.Length <= 3 => TrackingOpsBench.Run(
             rest.Length > 0 ? ParseInt(rest[0], "OPS", 2) : TrackingOpsBench.DefaultOperations,
             rest.Length > 1 ? ParseInt(rest[1], "SECONDS", 1) : TrackingOpsBench.DefaultSeconds,

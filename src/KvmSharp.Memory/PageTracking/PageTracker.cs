@@ -261,7 +261,7 @@ public sealed unsafe class PageTracker : IMemslotObserver
         if (tracked)
         {
             Interlocked.Increment(ref _trackedWrites);
-            NotifyWrite(vcpuId, gpa, data);
+            NotifyWrite(vcpuId, addressSpace, gpa, data);
         }
         return true;
     }
@@ -300,7 +300,7 @@ public sealed unsafe class PageTracker : IMemslotObserver
             {
                 any = true;
                 Interlocked.Increment(ref _trackedWrites);
-                NotifyWrite(DeviceWriter, gpa, bytes[..piece]);
+                NotifyWrite(DeviceWriter, addressSpace, gpa, bytes[..piece]);
             }
             bytes = bytes[piece..];
             gpa += (ulong)piece;
@@ -308,10 +308,10 @@ public sealed unsafe class PageTracker : IMemslotObserver
         return any;
     }
 
-    private void NotifyWrite(int vcpuId, ulong gpa, ReadOnlySpan<byte> data)
+    private void NotifyWrite(int vcpuId, int addressSpace, ulong gpa, ReadOnlySpan<byte> data)
     {
         var notifiers = Volatile.Read(ref _notifiers);
-        PageTrackContext.Enter(vcpuId);
+        PageTrackContext.Enter(vcpuId, addressSpace);
         try
         {
             foreach (var registration in notifiers)
@@ -381,11 +381,11 @@ public sealed unsafe class PageTracker : IMemslotObserver
         if ((page.Slot.Flags & KvmMemFlags.KVM_MEM_LOG_DIRTY_PAGES) != 0) _backend.MarkDirty(page.Slot, page.Gfn - page.Slot.BaseGfn);
     }
 
-    /// <summary>Report one guest write instruction's bytes on one tracked page, which have landed, to every notifier.</summary>
-    public void ReportGuestWrite(int vcpuId, ulong gpa, ReadOnlySpan<byte> bytes)
+    /// <summary>Report one guest write instruction's bytes on one tracked page of <paramref name="addressSpace"/>, which have landed, to every notifier.</summary>
+    public void ReportGuestWrite(int vcpuId, ulong gpa, ReadOnlySpan<byte> bytes, int addressSpace = 0)
     {
         Interlocked.Increment(ref _trackedWrites);
-        NotifyWrite(vcpuId, gpa, bytes);
+        NotifyWrite(vcpuId, addressSpace, gpa, bytes);
     }
 
     // ---- memslot lifecycle --------------------------------------------------------------

@@ -45,6 +45,7 @@ public sealed unsafe class TrackedAccessInterceptor : IMmioInterceptor, IInstruc
     {
         public readonly byte[] Merged = new byte[MaxMergedBytes];
         public ulong MergedGpa;
+        public int MergedAddressSpace;
         public int MergedLength;
         public bool AtomicPending;
         public ulong AtomicGpa;
@@ -82,12 +83,12 @@ public sealed unsafe class TrackedAccessInterceptor : IMmioInterceptor, IInstruc
         if (!page.Tracked) return true; // an untracked page inside a coarse carve: written, not reported
         if (state is null)
         {
-            _tracker.ReportGuestWrite(vcpuId, gpa, data);
+            _tracker.ReportGuestWrite(vcpuId, gpa, data, addressSpace);
             return true;
         }
         if (state.MergedLength > 0 && (gpa != state.MergedGpa + (ulong)state.MergedLength || (gpa >> Memslot.PageShift) != (state.MergedGpa >> Memslot.PageShift) || state.MergedLength + data.Length > MaxMergedBytes))
             Flush(vcpuId, state);
-        if (state.MergedLength == 0) state.MergedGpa = gpa;
+        if (state.MergedLength == 0) (state.MergedGpa, state.MergedAddressSpace) = (gpa, addressSpace);
         data.CopyTo(state.Merged.AsSpan(state.MergedLength));
         state.MergedLength += data.Length;
         RequestCompletion(vcpuId);
@@ -106,7 +107,7 @@ public sealed unsafe class TrackedAccessInterceptor : IMmioInterceptor, IInstruc
         if (state.MergedLength == 0) return;
         int length = state.MergedLength;
         state.MergedLength = 0;
-        _tracker.ReportGuestWrite(vcpuId, state.MergedGpa, state.Merged.AsSpan(0, length));
+        _tracker.ReportGuestWrite(vcpuId, state.MergedGpa, state.Merged.AsSpan(0, length), state.MergedAddressSpace);
     }
 
     private void RequestCompletion(int vcpuId)
@@ -149,7 +150,7 @@ public sealed unsafe class TrackedAccessInterceptor : IMmioInterceptor, IInstruc
             _tracker.MarkWritten(page);
             Span<byte> bytes = stackalloc byte[8];
             for (int i = 0; i < operation.Width; i++) bytes[i] = (byte)(value >> (8 * i));
-            _tracker.ReportGuestWrite(vcpuId, gpa, bytes[..operation.Width]);
+            _tracker.ReportGuestWrite(vcpuId, gpa, bytes[..operation.Width], addressSpace);
         }
         RequestCompletion(vcpuId);
         return true;

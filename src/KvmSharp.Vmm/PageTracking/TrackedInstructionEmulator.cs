@@ -252,7 +252,7 @@ public sealed unsafe class TrackedInstructionEmulator : IEmulationFailureHandler
 
     private void Report(int vcpuId, in TrappedPage page, ulong gpa, ReadOnlySpan<byte> bytes)
     {
-        if (page.Tracked) _tracker.ReportGuestWrite(vcpuId, gpa, bytes);
+        if (page.Tracked) _tracker.ReportGuestWrite(vcpuId, gpa, bytes, page.Slot.AddressSpace);
     }
 
     private static string Format(in Instruction instruction)

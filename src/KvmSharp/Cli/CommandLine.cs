@@ -13,11 +13,12 @@ namespace KvmSharp.Cli;
 /// </summary>
 public sealed class CommandLine
 {
-    public const string RunVerb = "run", CapsVerb = "caps", HelpVerb = "help";
+    public const string RunVerb = "run", CapsVerb = "caps", HelpVerb = "help", TrackVerb = "track";
 
     private readonly Dictionary<RunSetting, Option<string>> _runOptions = new();
     private readonly Option<string> _capsKvmDevice;
     private readonly Argument<string?> _helpTopic;
+    private readonly TrackCommandLine _track = new();
 
     public CommandLine()
     {
@@ -37,15 +38,16 @@ public sealed class CommandLine
         caps.Options.Add(_capsKvmDevice);
         var help = new Command(HelpVerb, "Show this help, or a command's (kvmsharp help run)");
         _helpTopic = new Argument<string?>("COMMAND") { Arity = ArgumentArity.ZeroOrOne, Description = "run or caps" };
-        _helpTopic.CompletionSources.Add(RunVerb, CapsVerb);
+        _helpTopic.CompletionSources.Add(RunVerb, CapsVerb, TrackVerb);
         help.Arguments.Add(_helpTopic);
         Root.Subcommands.Add(run);
         Root.Subcommands.Add(caps);
         Root.Subcommands.Add(help);
+        Root.Subcommands.Add(_track.Command);
         // Program runs the verbs; an action on each command only tells System.CommandLine they are runnable.
-        foreach (var command in new Command[] { Root, run, caps, help }) command.SetAction(_ => 0);
+        foreach (var command in new Command[] { Root, run, caps, help, _track.Command }) command.SetAction(_ => 0);
 
-        foreach (var helpOption in new Command[] { Root, run, caps, help }.SelectMany(c => c.Options).OfType<HelpOption>())
+        foreach (var helpOption in new Command[] { Root, run, caps, help, _track.Command }.SelectMany(c => c.Options).OfType<HelpOption>())
             if (helpOption.Action is HelpAction standard) helpOption.Action = new HelpWithNotes(standard);
     }
 
@@ -108,14 +110,18 @@ public sealed class CommandLine
                 for (int i = 0; i < given.Tokens.Count; i++) settings[$"{setting.ConfigurationKey}:{i}"] = given.Tokens[i].Value;
             }
         }
-        var parsedVerb = verb switch { CapsVerb => ParsedVerb.Caps, HelpVerb => ParsedVerb.Help, _ => ParsedVerb.Run };
-        return new ParsedCommandLine(parsedVerb, settings, result) { HelpTopic = verb == HelpVerb ? result.GetValue(_helpTopic) : null };
+        var parsedVerb = verb switch { CapsVerb => ParsedVerb.Caps, HelpVerb => ParsedVerb.Help, TrackVerb => ParsedVerb.Track, _ => ParsedVerb.Run };
+        return new ParsedCommandLine(parsedVerb, settings, result)
+        {
+            HelpTopic = verb == HelpVerb ? result.GetValue(_helpTopic) : null,
+            Track = verb == TrackVerb ? _track.Read(result) : null,
+        };
     }
 
     /// <summary>Print the help of the root command, or of <paramref name="topic"/>; false when there is no such command.</summary>
     public bool WriteHelp(string? topic, TextWriter output)
     {
-        if (topic is not null && topic is not (RunVerb or CapsVerb or HelpVerb)) return false;
+        if (topic is not null && topic is not (RunVerb or CapsVerb or HelpVerb or TrackVerb)) return false;
         var result = Root.Parse(topic is null ? ["--help"] : [topic, "--help"]);
         return result.Invoke(new InvocationConfiguration { Output = output, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }) == 0;
     }
@@ -148,7 +154,7 @@ public sealed class CommandLine
     }
 }
 
-public enum ParsedVerb { Run, Caps, Help, BuiltIn, Error }
+public enum ParsedVerb { Run, Caps, Help, BuiltIn, Error, Track }
 
 /// <summary>The verb, the flags as configuration settings, and System.CommandLine's parse result.</summary>
 public sealed record ParsedCommandLine(ParsedVerb Verb, IReadOnlyDictionary<string, string?> Settings, ParseResult Result)
@@ -158,4 +164,7 @@ public sealed record ParsedCommandLine(ParsedVerb Verb, IReadOnlyDictionary<stri
 
     /// <summary>The command `kvmsharp help COMMAND` asked about.</summary>
     public string? HelpTopic { get; init; }
+
+    /// <summary>`kvmsharp track`'s flags as given.</summary>
+    public TrackArguments? Track { get; init; }
 }

@@ -41,6 +41,7 @@ public sealed class RunOptions
     public string? Memfd { get; set; }
     public string? Stats { get; set; }
     public string? Track { get; set; }
+    public string? TrackerSock { get; set; }
     public string? Kernel { get; set; }
     public string? Initrd { get; set; }
     public string? Cmdline { get; set; }
@@ -128,6 +129,8 @@ public sealed class RunOptions
                 throw new OptionsException(RunSetting.Memory, Memory!, $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
+        string? trackerSocket = ValidateTrackerSocket();
+        if (trackerSocket is not null) memfd = true; // a tracker maps guest RAM through its memfds
 
         // virtiofsd maps guest RAM, so a share needs it memfd-backed.
         memfd |= virtio.Shares.Count > 0;
@@ -149,7 +152,21 @@ public sealed class RunOptions
             MultibootModules = modules,
             DebugExit = debugExit,
             Shares = virtio.Shares,
+            TrackerSocket = trackerSocket,
         };
+    }
+
+    // --tracker-sock: a path a Unix socket can be bound at (sun_path holds 107 bytes) in an existing directory.
+    private string? ValidateTrackerSocket()
+    {
+        if (TrackerSock is null) return null;
+        if (TrackerSock.Length == 0) throw new OptionsException(RunSetting.TrackerSock, "", "give the path of the Unix socket to create, e.g. /run/kvmsharp/vm0.tracker");
+        if (System.Text.Encoding.UTF8.GetByteCount(TrackerSock) > 107)
+            throw new OptionsException(RunSetting.TrackerSock, TrackerSock, "a Unix socket path holds at most 107 bytes: choose a shorter one");
+        string directory = Path.GetDirectoryName(Path.GetFullPath(TrackerSock)) ?? "/";
+        if (!Directory.Exists(directory)) throw new OptionsException(RunSetting.TrackerSock, TrackerSock, $"the directory {directory} does not exist");
+        if (Directory.Exists(TrackerSock)) throw new OptionsException(RunSetting.TrackerSock, TrackerSock, "that is a directory; give the path of the socket to create");
+        return TrackerSock;
     }
 
     private ulong ValidateMemory(ulong? hostMemoryBytes, bool force)

@@ -30,7 +30,7 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting Expect = new("--expect", "Expect", "TEXT", "Exit 0 as soon as the console shows TEXT (CI boot tests)");
     public static readonly RunSetting Timeout = new("--timeout", "Timeout", "SECONDS", "Give up after SECONDS: exit 124 with the console's tail");
     public static readonly RunSetting Serial = new("--serial", "Serial", "stdout|FILE", "Where the guest's serial console goes [default: stdout]", Values: ["stdout"]);
-    public static readonly RunSetting Memfd = new("--memfd", "Memfd", "true|false", "Back guest RAM with a memfd", IsSwitch: true);
+    public static readonly RunSetting Memfd = new("--memfd", "Memfd", "true|false", "Back guest RAM with a memfd (always on with --tracker-sock)", IsSwitch: true);
     public static readonly RunSetting Stats = new("--stats", "Stats", "true|false", "Print exit statistics (per exit reason, port and MMIO range) at the end", IsSwitch: true);
     public static readonly RunSetting Track = new("--track", "Track", "RANGES", "Audit guest writes to these guest-physical RAM ranges: GPA, GPA-GPA (end exclusive) or GPA+SIZE, comma-separated");
     public static readonly RunSetting Drive = new("--drive", "Drive", Devices.Virtio.Block.DriveSpec.Syntax,
@@ -47,10 +47,14 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
 
     public static readonly RunSetting Share = new("--share", "Share", "path=DIR,tag=TAG[,readonly=on]",
         "Share a host directory with a Linux guest over virtio-fs (virtiofsd; implies --memfd); the guest mounts it with mount -t virtiofs TAG /mnt; repeatable", IsRepeatable: true);
+
+    // Out-of-process page trackers (issue 10 point 5).
+    public static readonly RunSetting TrackerSock = new("--tracker-sock", "TrackerSock", "PATH",
+        "Serve out-of-process page trackers on this Unix socket (mode 0600, same uid or root; docs/tracker-protocol.md). Forces --memfd: trackers map guest RAM");
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
         [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial,
-         Memfd, Stats, Track, Drive, Net, Port, NoRng, Console, Share, DebugExit, KvmDevice];
+         Memfd, Stats, Track, TrackerSock, Drive, Net, Port, NoRng, Console, Share, DebugExit, KvmDevice];
 }

@@ -41,6 +41,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>Host directories shared over virtio-fs (--share), in order.</summary>
     public IReadOnlyList<Devices.Virtio.Fs.ShareOptions> Shares { get; init; } = [];
 
+    /// <summary>--tracker-sock: where out-of-process page trackers connect (guest RAM is then memfd-backed).</summary>
+    public string? TrackerSocket { get; init; }
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 }

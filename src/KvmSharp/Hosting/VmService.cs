@@ -10,6 +10,7 @@ using KvmSharp.Vmm.Guests;
 using KvmSharp.Vmm.Machine;
 using KvmSharp.Vmm.Statistics;
 using KvmSharp.Vmm.Trackers;
+using KvmSharp.Vmm.Trackers.Remote;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -201,6 +202,8 @@ public sealed class VmService(
             audit.Attach(vm.PageTracker);
             logger.LogInformation("auditing guest writes to {Ranges}", string.Join(", ", options.Track));
         }
+        // Out-of-process page trackers; disposed (every tracker detached, with the grace period) before the VM.
+        using var trackers = options.TrackerSocket is { } trackerSocket ? RemoteTrackerServer.Start(vm, trackerSocket, log: message => logger.LogInformation("{Message}", message)) : null;
         logger.LogInformation("booting {Guest} with {Memory} MiB and {Cpus} vCPU(s)",
             options.Kernel ?? options.Image ?? "the built-in guest", options.MemoryBytes >> 20, options.Cpus);
 
