@@ -50,6 +50,12 @@ public sealed class RunOptions
     public string? NoRng { get; set; }
     public string? Console { get; set; }
 
+    // The control API: checked by ApiSettings.
+    public string? ApiSock { get; set; }
+    public string? WaitForStart { get; set; }
+    public string? ConfigFile { get; set; }
+    public string? NoApi { get; set; }
+
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
     private IReadOnlyList<string> _drives = [];
 
@@ -116,6 +122,7 @@ public sealed class RunOptions
                 throw new OptionsException(RunSetting.Memory, Memory!, $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
+        var api = ApiSettings.Validate(this);
 
         return new ValidatedRunOptions(memory, cpus, Image, entry, mode, kvmDevice, serial, memfd, track)
         {
@@ -130,6 +137,7 @@ public sealed class RunOptions
             Drives = virtio.Drives,
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
+            Api = api,
         };
     }
 

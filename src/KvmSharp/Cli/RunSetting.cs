@@ -38,9 +38,20 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting NoRng = new("--no-rng", "NoRng", "true|false", "No virtio-rng entropy device (a Linux guest has one by default)", IsSwitch: true);
     public static readonly RunSetting Console = new("--console", "Console", "serial|virtio",
         "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
+    // The control API (src/KvmSharp/Api).
+    public static readonly RunSetting ApiSock = new("--api-sock", "ApiSock", "PATH",
+        "Serve the control API (HTTP/JSON, see docs/api/kvmsharp.yaml) on this Unix socket, created 0600; the VM stays controllable (kvmsharp ctl)");
+    public static readonly RunSetting WaitForStart = new("--wait-for-start", "WaitForStart", "true|false",
+        "With --api-sock: boot nothing until configured and started through the API (PUT /actions InstanceStart)", IsSwitch: true);
+    public static readonly RunSetting ConfigFile = new("--config-file", "ConfigFile", "FILE",
+        "The VM as JSON, in the API's bodies: {\"boot-source\": ..., \"machine-config\": ..., \"drives\": [...]} (below the flags, above the environment)");
+    public static readonly RunSetting NoApi = new("--no-api", "NoApi", "true|false", "No API socket, even when --api-sock comes from settings or the environment", IsSwitch: true);
+
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
-        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, NoRng, Console, KvmDevice];
+        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, NoRng, Console,
+         ApiSock, WaitForStart, ConfigFile, NoApi,
+         KvmDevice];
 }
