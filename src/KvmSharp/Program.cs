@@ -1,4 +1,5 @@
 using System.CommandLine;
+using KvmSharp.Api;
 using KvmSharp.Caps;
 using KvmSharp.Cli;
 using KvmSharp.Hosting;
@@ -84,7 +85,10 @@ public static class Program
         // The first VM starts before the host is built: it needs none of it, and the host is most of the start-up.
         var exitCode = new ExitCodeHolder();
         var log = new DeferredLogger<VmService>();
-        var service = new VmService(validated, exitCode, log);
+        var active = new ActiveVm();
+        // The API's socket is bound before the VM starts (a bad --api-sock is exit 2 with nothing run); Kestrel starts after it.
+        var api = ApiServer.Prepare(validated, active, settings.BindRunOptions);
+        var service = new VmService(validated, exitCode, log, active, api?.PreBoot?.Started);
         service.StartFirstVm();
         service.WaitUntilFirstVmStarted(FirstVmHeadStart);
         timeline.Mark("host build begins");
@@ -114,7 +118,11 @@ public static class Program
         });
         using var host = builder.Build();
         timeline.Mark("host built");
-        await host.RunAsync();
+        await using (api)
+        {
+            if (api is not null) await api.StartAsync();
+            await host.RunAsync();
+        }
         return exitCode.ExitCode;
     }
 }

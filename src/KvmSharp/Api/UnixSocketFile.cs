@@ -22,9 +22,9 @@ internal static class UnixSocketFile
     }
 
     /// <summary>A bound, not yet listening socket at <paramref name="path"/>, mode 0600. Refusals are <see cref="OptionsException"/>s (exit 2).</summary>
-    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public static Socket Bind(string path)
     {
+        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("the API socket needs Linux");
         string full = Path.GetFullPath(path);
         if (File.Exists(full))
         {
