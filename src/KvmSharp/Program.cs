@@ -58,9 +58,11 @@ public static class Program
                 return parsed.Result.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
             case ParsedVerb.Help:
                 if (commandLine.WriteHelp(parsed.HelpTopic, Console.Out)) return 0;
-                Console.Error.WriteLine($"kvmsharp: there is no command '{parsed.HelpTopic}'; commands: run, caps, help");
+                Console.Error.WriteLine($"kvmsharp: there is no command '{parsed.HelpTopic}'; commands: run, caps, ctl, help");
                 return InvalidSettings;
         }
+
+        if (parsed.Verb == ParsedVerb.Ctl) return await CtlCommand.RunAsync(parsed.CtlSocket!, parsed.CtlAction!, Console.Out, Console.Error);
 
         var settings = Settings.Load(parsed.Settings);
         timeline.Mark("settings loaded");
