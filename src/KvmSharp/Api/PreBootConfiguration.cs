@@ -40,7 +40,9 @@ public sealed class PreBootConfiguration(Func<RunOptions> bind, Func<RunOptions,
             candidate.ApplyTo(options);
             try
             {
-                validate(options);
+                // Drives may come before the kernel (as in Firecracker): their own check, as a Linux guest's.
+                if (options.Kernel is null && touched.Contains(RunSetting.Drive)) VirtioSettings.Validate(options, linux: true);
+                else validate(options);
             }
             catch (OptionsException e) when (e.Setting is null || touched.Contains(e.Setting))
             {
