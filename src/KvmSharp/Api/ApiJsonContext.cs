@@ -22,4 +22,13 @@ namespace KvmSharp.Api;
 [JsonSerializable(typeof(Fault))]
 [JsonSerializable(typeof(VmConfigDocument))]
 [JsonSerializable(typeof(EventLine))]
-internal sealed partial class ApiJsonContext : JsonSerializerContext;
+internal sealed partial class ApiJsonContext : JsonSerializerContext
+{
+    /// <summary>
+    /// The context the API uses: messages keep their quotes and '+' readable (no \u0027), still valid JSON. Made on
+    /// first use: the generated Default is initialized in another part of this class, in no set order.
+    /// </summary>
+    public static ApiJsonContext Relaxed => s_relaxed ??= new(new JsonSerializerOptions(Default.Options) { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+
+    private static ApiJsonContext? s_relaxed;
+}

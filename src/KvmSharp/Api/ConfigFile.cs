@@ -24,7 +24,7 @@ public static class ConfigFile
         try
         {
             using var stream = File.OpenRead(path);
-            document = JsonSerializer.Deserialize(stream, ApiJsonContext.Default.VmConfigDocument);
+            document = JsonSerializer.Deserialize(stream, ApiJsonContext.Relaxed.VmConfigDocument);
         }
         catch (JsonException e)
         {

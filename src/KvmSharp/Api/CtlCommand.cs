@@ -61,7 +61,7 @@ public static class CtlCommand
                 case "state":
                     await using (var body = await response.Content.ReadAsStreamAsync())
                     {
-                        var info = await JsonSerializer.DeserializeAsync(body, ApiJsonContext.Default.InstanceInfo);
+                        var info = await JsonSerializer.DeserializeAsync(body, ApiJsonContext.Relaxed.InstanceInfo);
                         await output.WriteLineAsync(info?.State ?? "unknown");
                     }
                     break;
@@ -117,7 +117,7 @@ public static class CtlCommand
         string text = await response.Content.ReadAsStringAsync();
         try
         {
-            if (JsonSerializer.Deserialize(text, ApiJsonContext.Default.Fault) is { } fault) return fault.FaultMessage;
+            if (JsonSerializer.Deserialize(text, ApiJsonContext.Relaxed.Fault) is { } fault) return fault.FaultMessage;
         }
         catch (JsonException)
         {

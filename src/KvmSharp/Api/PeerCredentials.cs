@@ -32,9 +32,32 @@ internal static class PeerCredentials
             : "the peer's credentials (SO_PEERCRED) could not be read";
         string body = $"{{\"fault_message\":\"{reason}\"}}";
         string response = $"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\nConnection: close\r\n\r\n{body}";
+        // Read the request's head first: closing with unread bytes makes the kernel reset the connection, and the
+        // client would lose the answer.
+        await DrainRequestHead(connection, TimeSpan.FromSeconds(1));
         await connection.Transport.Output.WriteAsync(Encoding.UTF8.GetBytes(response));
         await connection.Transport.Output.CompleteAsync();
     };
+
+    private static async Task DrainRequestHead(ConnectionContext connection, TimeSpan limit)
+    {
+        using var timeout = new CancellationTokenSource(limit);
+        try
+        {
+            while (true)
+            {
+                var read = await connection.Transport.Input.ReadAsync(timeout.Token);
+                var buffer = read.Buffer;
+                bool headEnded = buffer.Length >= 4 && Encoding.ASCII.GetString(buffer).Contains("\r\n\r\n", StringComparison.Ordinal);
+                connection.Transport.Input.AdvanceTo(buffer.End);
+                if (headEnded || read.IsCompleted || buffer.Length > 64 * 1024) return;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // A client that sends nothing gets the answer anyway.
+        }
+    }
 
     public static uint? PeerUid(Socket socket)
     {

@@ -52,7 +52,7 @@ public sealed class VmApi
     private IVmController? Controller => _active.Current ?? Volatile.Read(ref _last);
 
     public static Task Fault(HttpContext context, int status, string message) =>
-        Json(context, new Fault(message), ApiJsonContext.Default.Fault, status);
+        Json(context, new Fault(message), ApiJsonContext.Relaxed.Fault, status);
 
     public static async Task Json<T>(HttpContext context, T value, JsonTypeInfo<T> type, int status = StatusCodes.Status200OK)
     {
@@ -88,7 +88,7 @@ public sealed class VmApi
         var controller = Controller;
         string state = controller?.State.ToString() ?? nameof(VmState.Created);
         string id = controller?.Id ?? $"kvmsharp-{Environment.ProcessId}";
-        return Json(context, new InstanceInfo(id, Version, state), ApiJsonContext.Default.InstanceInfo);
+        return Json(context, new InstanceInfo(id, Version, state), ApiJsonContext.Relaxed.InstanceInfo);
     }
 
     private ValidatedRunOptions? Effective(out string? problem)
@@ -107,7 +107,7 @@ public sealed class VmApi
         var options = Effective(out string? problem);
         return options is null
             ? Fault(context, 400, $"the configuration is not complete or not valid yet: {problem}")
-            : Json(context, VmDefinition.Describe(options), ApiJsonContext.Default.VmConfigDocument);
+            : Json(context, VmDefinition.Describe(options), ApiJsonContext.Relaxed.VmConfigDocument);
     }
 
     public Task GetMachineConfig(HttpContext context)
@@ -115,7 +115,7 @@ public sealed class VmApi
         var options = Effective(out string? problem);
         return options is null
             ? Fault(context, 400, $"the configuration is not complete or not valid yet: {problem}")
-            : Json(context, VmDefinition.Describe(options).MachineConfig!, ApiJsonContext.Default.MachineConfig);
+            : Json(context, VmDefinition.Describe(options).MachineConfig!, ApiJsonContext.Relaxed.MachineConfig);
     }
 
     // Configuration before InstanceStart (--wait-for-start); afterwards, and without it, the VM is already built.
@@ -143,23 +143,23 @@ public sealed class VmApi
         await NoContent(context);
     }
 
-    public Task PutMachineConfig(HttpContext context) => Configure(context, ApiJsonContext.Default.MachineConfig, VmDefinition.Check,
+    public Task PutMachineConfig(HttpContext context) => Configure(context, ApiJsonContext.Relaxed.MachineConfig, VmDefinition.Check,
         body => definition => definition with { Machine = body }, RunSetting.Memory, RunSetting.Cpus, RunSetting.ForceMemory);
 
-    public Task PutBootSource(HttpContext context) => Configure(context, ApiJsonContext.Default.BootSource, VmDefinition.Check,
+    public Task PutBootSource(HttpContext context) => Configure(context, ApiJsonContext.Relaxed.BootSource, VmDefinition.Check,
         body => definition => definition with { Boot = body }, RunSetting.Kernel, RunSetting.Initrd, RunSetting.Cmdline);
 
     public Task PutDrive(HttpContext context)
     {
         string id = (string)context.Request.RouteValues["drive_id"]!;
-        return Configure(context, ApiJsonContext.Default.Drive, body => VmDefinition.Check(body, id),
+        return Configure(context, ApiJsonContext.Relaxed.Drive, body => VmDefinition.Check(body, id),
             body => definition => definition.WithDrive(body), RunSetting.Drive);
     }
 
     public async Task PatchDrive(HttpContext context)
     {
         string id = (string)context.Request.RouteValues["drive_id"]!;
-        if (await ReadBody(context, ApiJsonContext.Default.PartialDrive) is not { } body) return;
+        if (await ReadBody(context, ApiJsonContext.Relaxed.PartialDrive) is not { } body) return;
         if (body.DriveId is not null && body.DriveId != id)
         {
             await Fault(context, 400, $"drive_id '{body.DriveId}' differs from the path's '{id}'");
@@ -191,7 +191,7 @@ public sealed class VmApi
 
     public async Task PutAction(HttpContext context)
     {
-        if (await ReadBody(context, ApiJsonContext.Default.InstanceActionInfo) is not { } body) return;
+        if (await ReadBody(context, ApiJsonContext.Relaxed.InstanceActionInfo) is not { } body) return;
         switch (body.ActionType)
         {
             case "InstanceStart":
@@ -246,7 +246,7 @@ public sealed class VmApi
 
     public async Task PatchVm(HttpContext context)
     {
-        if (await ReadBody(context, ApiJsonContext.Default.VmStateRequest) is not { } body) return;
+        if (await ReadBody(context, ApiJsonContext.Relaxed.VmStateRequest) is not { } body) return;
         if (body.State is not ("Paused" or "Resumed"))
         {
             await Fault(context, 400, $"state '{body.State}': give Paused or Resumed");
@@ -354,7 +354,7 @@ public sealed class VmApi
             await context.Response.Body.FlushAsync(ended.Token);
             await foreach (var line in lines.Reader.ReadAllAsync(ended.Token))
             {
-                await JsonSerializer.SerializeAsync(context.Response.Body, line, ApiJsonContext.Default.EventLine, ended.Token);
+                await JsonSerializer.SerializeAsync(context.Response.Body, line, ApiJsonContext.Relaxed.EventLine, ended.Token);
                 await context.Response.Body.WriteAsync("\n"u8.ToArray(), ended.Token);
                 await context.Response.Body.FlushAsync(ended.Token);
             }
