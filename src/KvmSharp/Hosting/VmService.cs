@@ -204,7 +204,7 @@ public sealed class VmService(
     private void QuitFromConsole()
     {
         _quitFromConsole = true;
-        Volatile.Read(ref _current)?.StopAsync("quit from the console (Ctrl-A x)");
+        if (Volatile.Read(ref _current) is { } controller) StopNow(controller, "quit from the console (Ctrl-A x)");
     }
 
     // The console's reader went away (EPIPE) or its file failed: end the run rather than run a guest nobody sees.
@@ -226,7 +226,9 @@ public sealed class VmService(
     // The first boot runs the VM made with the console; a reboot makes a new one.
     private async Task<VmOutcome> RunOnce(VirtualMachine? prepared, ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
     {
-        using var vm = prepared ?? VirtualMachine.Create(BuildConfig(_options, sink, WarnFromVm));
+        var vm = prepared ?? VirtualMachine.Create(BuildConfig(_options, sink, WarnFromVm));
+        // One controller per VM (a reboot makes a new one); it owns the VM and disposes it, and every stop below goes through it.
+        using var controller = VmControllers.Create(vm);
         WriteAuditTracker? audit = null;
         if (_options.Track.Count > 0)
         {
@@ -238,21 +240,26 @@ public sealed class VmService(
             _options.Kernel ?? _options.Image ?? "the built-in guest", _options.MemoryBytes >> 20, _options.Cpus);
 
         VmOutcome outcome;
-        // One controller per VM (a reboot makes a new one); every stop below goes through it.
-        using var controller = VmControllers.Create(vm);
         // Stops are wired before the vCPUs start: starting hundreds of threads can take seconds on a busy host.
         Volatile.Write(ref _current, controller);
         _active.Set(controller);
         using (stoppingToken.Register(() => StopGracefully(controller)))
         {
-            if (_quitFromConsole) await controller.StopAsync("quit from the console (Ctrl-A x)", CancellationToken.None);
+            if (_quitFromConsole) StopNow(controller, "quit from the console (Ctrl-A x)");
             if (_outputFailure is { } failed) vm.End(VmOutcome.OutputFailed(failed));
             input.Attach(vm.ConsoleInput);
             using var watching = new CancellationTokenSource();
             var watcher = Task.CompletedTask;
             try
             {
-                if (vm.Outcome is null) await controller.StartAsync(CancellationToken.None);
+                try
+                {
+                    await controller.StartAsync(CancellationToken.None);
+                }
+                catch (VmTransitionException) when (vm.Outcome is not null)
+                {
+                    // Stopped before it started (Ctrl-A x, a failed console): nothing ran; Completion has the outcome.
+                }
                 _firstVmStarted.Set();
                 watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
                 outcome = await controller.Completion;
@@ -304,8 +311,22 @@ public sealed class VmService(
         _ = StopGracefullyAsync(controller);
     }
 
+    // A stop at once. While the vCPUs are still starting (Created), the controller's start request is still being
+    // applied and a queued stop would wait for every thread to start (seconds with hundreds of vCPUs on a busy host):
+    // the VM is ended directly instead (its start loop checks for that), and the controller applies the end after.
+    private static void StopNow(IVmController controller, string reason)
+    {
+        if (controller.State == VmState.Created) controller.Machine.Stop(reason);
+        else _ = controller.StopAsync(reason, CancellationToken.None);
+    }
+
     private async Task StopGracefullyAsync(IVmController controller)
     {
+        if (controller.State == VmState.Created)
+        {
+            StopNow(controller, "the host is shutting down");
+            return;
+        }
         try
         {
             await controller.SendCtrlAltDelAsync(CancellationToken.None);
