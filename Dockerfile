@@ -9,6 +9,15 @@
 #   docker run --rm --device /dev/kvm --group-add "$(stat -c %g /dev/kvm)" -v "$PWD:/guest:ro" \
 #       kvmsharp run --image /guest/app.bin --entry 0x200000
 #
+# By default the image runs as a daemon: the VM in /etc/kvmsharp/vm.json (the API's JSON; the image's own boots the
+# built-in guest), controllable through the API socket /run/kvmsharp/api.sock on a volume the host (or a sidecar) mounts:
+#
+#   docker run -d --name vm1 --device /dev/kvm --group-add "$(stat -c %g /dev/kvm)" \
+#       -v /run/kvmsharp/vm1:/run/kvmsharp -v "$PWD/vm.json:/etc/kvmsharp/vm.json:ro" -v "$PWD:/guest:ro" kvmsharp
+#   sudo curl --unix-socket /run/kvmsharp/vm1/api.sock http://localhost/
+#
+# The socket is mode 0600, owned by uid 1654: on the host, root (or uid 1654) may use it.
+#
 # /dev/kvm must be passed with --device; no --privileged is needed. The process runs as uid 1654
 # (the images' `app` user), so it needs the group that owns /dev/kvm on the host: --group-add takes
 # that group's id (`stat -c %g /dev/kvm`, or `getent group kvm | cut -d: -f3`; the name alone does
@@ -37,10 +46,17 @@ COPY src/ src/
 COPY devices/ devices/
 RUN dotnet publish src/KvmSharp/KvmSharp.csproj -c Release -r linux-x64 -p:PublishAot=true --no-restore -o /app \
     && rm -f /app/*.dbg /app/*.pdb
+# The daemon's directories: the API socket's (a volume) and the config file's, owned by the image's user. The
+# runtime image has no shell to make them, so they are made here and copied.
+COPY docs/api/vm.json /daemon/etc/kvmsharp/vm.json
+RUN mkdir -p /daemon/run/kvmsharp
 
 FROM mcr.microsoft.com/dotnet/runtime-deps:10.0-noble-chiseled AS runtime
 WORKDIR /app
 COPY --from=build /app/kvmsharp /app/appsettings.json ./
+COPY --from=build --chown=1654:1654 /daemon/run/kvmsharp /run/kvmsharp
+COPY --from=build /daemon/etc/kvmsharp /etc/kvmsharp
+VOLUME /run/kvmsharp
 # The diagnostics IPC (dotnet-diagnostic-* socket, debugger pipes) is not compiled into the AOT
 # binary; the variable keeps it off should a JIT build ever be put here.
 ENV DOTNET_EnableDiagnostics=0
@@ -48,4 +64,6 @@ ENV DOTNET_EnableDiagnostics=0
 USER 1654
 # Logs go to stderr, the guest's serial console to stdout.
 ENTRYPOINT ["/app/kvmsharp"]
-CMD ["run"]
+# A daemon: the VM the config file describes, with the control API on the volume. `docker run ... kvmsharp run ...`
+# (any arguments) replaces this, e.g. for a one-shot guest; add --wait-for-start to configure it through the API.
+CMD ["run", "--config-file", "/etc/kvmsharp/vm.json", "--api-sock", "/run/kvmsharp/api.sock"]

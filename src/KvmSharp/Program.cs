@@ -1,4 +1,5 @@
 using System.CommandLine;
+using KvmSharp.Api;
 using KvmSharp.Caps;
 using KvmSharp.Cli;
 using KvmSharp.Hosting;
@@ -57,11 +58,13 @@ public static class Program
                 return parsed.Result.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
             case ParsedVerb.Help:
                 if (commandLine.WriteHelp(parsed.HelpTopic, Console.Out)) return 0;
-                Console.Error.WriteLine($"kvmsharp: there is no command '{parsed.HelpTopic}'; commands: run, caps, track, help");
+                Console.Error.WriteLine($"kvmsharp: there is no command '{parsed.HelpTopic}'; commands: run, caps, ctl, track, help");
                 return InvalidSettings;
             case ParsedVerb.Track:
                 return TrackCommand.Run(parsed.Track!, Console.Out, Console.Error);
         }
+
+        if (parsed.Verb == ParsedVerb.Ctl) return await CtlCommand.RunAsync(parsed.CtlSocket!, parsed.CtlAction!, Console.Out, Console.Error);
 
         var settings = Settings.Load(parsed.Settings);
         timeline.Mark("settings loaded");
@@ -86,7 +89,10 @@ public static class Program
         // The first VM starts before the host is built: it needs none of it, and the host is most of the start-up.
         var exitCode = new ExitCodeHolder();
         var log = new DeferredLogger<VmService>();
-        var service = new VmService(validated, exitCode, log);
+        var active = new ActiveVm();
+        // The API's socket is bound before the VM starts (a bad --api-sock is exit 2 with nothing run); Kestrel starts after it.
+        var api = ApiServer.Prepare(validated, active, settings.BindRunOptions);
+        var service = new VmService(validated, exitCode, log, active, api?.PreBoot?.Started);
         service.StartFirstVm();
         service.WaitUntilFirstVmStarted(FirstVmHeadStart);
         timeline.Mark("host build begins");
@@ -116,7 +122,11 @@ public static class Program
         });
         using var host = builder.Build();
         timeline.Mark("host built");
-        await host.RunAsync();
+        await using (api)
+        {
+            if (api is not null) await api.StartAsync();
+            await host.RunAsync();
+        }
         return exitCode.ExitCode;
     }
 }

@@ -13,12 +13,14 @@ namespace KvmSharp.Cli;
 /// </summary>
 public sealed class CommandLine
 {
-    public const string RunVerb = "run", CapsVerb = "caps", HelpVerb = "help", TrackVerb = "track";
+    public const string RunVerb = "run", CapsVerb = "caps", HelpVerb = "help", CtlVerb = "ctl", TrackVerb = "track";
 
     private readonly Dictionary<RunSetting, Option<string>> _runOptions = new();
     private readonly Option<string> _capsKvmDevice;
     private readonly Argument<string?> _helpTopic;
     private readonly TrackCommandLine _track = new();
+    private readonly Option<string> _ctlSocket;
+    private readonly Argument<string> _ctlAction;
 
     public CommandLine()
     {
@@ -43,11 +45,19 @@ public sealed class CommandLine
         Root.Subcommands.Add(run);
         Root.Subcommands.Add(caps);
         Root.Subcommands.Add(help);
+        // kvmsharp ctl: the control API's client (src/KvmSharp/Api/CtlCommand.cs).
+        var ctl = new Command(CtlVerb, "Control a running kvmsharp through its API socket (exit 0 done, 2 bad usage, 70 refused or unreachable)");
+        _ctlSocket = new Option<string>("--api-sock") { Description = "The API socket of the kvmsharp to control", HelpName = "PATH", Required = true };
+        _ctlAction = new Argument<string>("ACTION") { Description = Api.CtlCommand.ActionsHelp };
+        _ctlAction.CompletionSources.Add(Api.CtlCommand.Actions);
+        ctl.Options.Add(_ctlSocket);
+        ctl.Arguments.Add(_ctlAction);
+        Root.Subcommands.Add(ctl);
         Root.Subcommands.Add(_track.Command);
         // Program runs the verbs; an action on each command only tells System.CommandLine they are runnable.
-        foreach (var command in new Command[] { Root, run, caps, help, _track.Command }) command.SetAction(_ => 0);
+        foreach (var command in new Command[] { Root, run, caps, help, ctl, _track.Command }) command.SetAction(_ => 0);
 
-        foreach (var helpOption in new Command[] { Root, run, caps, help, _track.Command }.SelectMany(c => c.Options).OfType<HelpOption>())
+        foreach (var helpOption in new Command[] { Root, run, caps, help, ctl, _track.Command }.SelectMany(c => c.Options).OfType<HelpOption>())
             if (helpOption.Action is HelpAction standard) helpOption.Action = new HelpWithNotes(standard);
     }
 
@@ -110,10 +120,12 @@ public sealed class CommandLine
                 for (int i = 0; i < given.Tokens.Count; i++) settings[$"{setting.ConfigurationKey}:{i}"] = given.Tokens[i].Value;
             }
         }
-        var parsedVerb = verb switch { CapsVerb => ParsedVerb.Caps, HelpVerb => ParsedVerb.Help, TrackVerb => ParsedVerb.Track, _ => ParsedVerb.Run };
+        var parsedVerb = verb switch { CapsVerb => ParsedVerb.Caps, HelpVerb => ParsedVerb.Help, CtlVerb => ParsedVerb.Ctl, TrackVerb => ParsedVerb.Track, _ => ParsedVerb.Run };
         return new ParsedCommandLine(parsedVerb, settings, result)
         {
             HelpTopic = verb == HelpVerb ? result.GetValue(_helpTopic) : null,
+            CtlSocket = verb == CtlVerb ? result.GetValue(_ctlSocket) : null,
+            CtlAction = verb == CtlVerb ? result.GetValue(_ctlAction) : null,
             Track = verb == TrackVerb ? _track.Read(result) : null,
         };
     }
@@ -121,7 +133,7 @@ public sealed class CommandLine
     /// <summary>Print the help of the root command, or of <paramref name="topic"/>; false when there is no such command.</summary>
     public bool WriteHelp(string? topic, TextWriter output)
     {
-        if (topic is not null && topic is not (RunVerb or CapsVerb or HelpVerb or TrackVerb)) return false;
+        if (topic is not null && topic is not (RunVerb or CapsVerb or HelpVerb or CtlVerb or TrackVerb)) return false;
         var result = Root.Parse(topic is null ? ["--help"] : [topic, "--help"]);
         return result.Invoke(new InvocationConfiguration { Output = output, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }) == 0;
     }
@@ -154,7 +166,7 @@ public sealed class CommandLine
     }
 }
 
-public enum ParsedVerb { Run, Caps, Help, BuiltIn, Error, Track }
+public enum ParsedVerb { Run, Caps, Help, BuiltIn, Error, Ctl, Track }
 
 /// <summary>The verb, the flags as configuration settings, and System.CommandLine's parse result.</summary>
 public sealed record ParsedCommandLine(ParsedVerb Verb, IReadOnlyDictionary<string, string?> Settings, ParseResult Result)
@@ -167,4 +179,8 @@ public sealed record ParsedCommandLine(ParsedVerb Verb, IReadOnlyDictionary<stri
 
     /// <summary>`kvmsharp track`'s flags as given.</summary>
     public TrackArguments? Track { get; init; }
+
+    /// <summary>kvmsharp ctl: the API socket and the action.</summary>
+    public string? CtlSocket { get; init; }
+    public string? CtlAction { get; init; }
 }

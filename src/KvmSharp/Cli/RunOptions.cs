@@ -52,6 +52,12 @@ public sealed class RunOptions
     public string? Console { get; set; }
     public string? DebugExit { get; set; }
 
+    // The control API: checked by ApiSettings.
+    public string? ApiSock { get; set; }
+    public string? WaitForStart { get; set; }
+    public string? ConfigFile { get; set; }
+    public string? NoApi { get; set; }
+
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
     private readonly Dictionary<RunSetting, IReadOnlyList<string>> _lists = new();
 
@@ -129,6 +135,7 @@ public sealed class RunOptions
                 throw new OptionsException(RunSetting.Memory, Memory!, $"the built-in guest needs at least {BuiltInGuest.MinimumMemory >> 20}M");
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
+        var api = ApiSettings.Validate(this);
         string? trackerSocket = ValidateTrackerSocket();
         if (trackerSocket is not null) memfd = true; // a tracker maps guest RAM through its memfds
 
@@ -153,6 +160,7 @@ public sealed class RunOptions
             DebugExit = debugExit,
             Shares = virtio.Shares,
             TrackerSocket = trackerSocket,
+            Api = api,
         };
     }
 

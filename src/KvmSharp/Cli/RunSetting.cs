@@ -51,10 +51,21 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     // Out-of-process page trackers (issue 10 point 5).
     public static readonly RunSetting TrackerSock = new("--tracker-sock", "TrackerSock", "PATH",
         "Serve out-of-process page trackers on this Unix socket (mode 0600, same uid or root; docs/tracker-protocol.md). Forces --memfd: trackers map guest RAM");
+
+    // The control API (src/KvmSharp/Api).
+    public static readonly RunSetting ApiSock = new("--api-sock", "ApiSock", "PATH",
+        "Serve the control API (HTTP/JSON, see docs/api/kvmsharp.yaml) on this Unix socket, created 0600; the VM stays controllable (kvmsharp ctl)");
+    public static readonly RunSetting WaitForStart = new("--wait-for-start", "WaitForStart", "true|false",
+        "With --api-sock: boot nothing until configured and started through the API (PUT /actions InstanceStart)", IsSwitch: true);
+    public static readonly RunSetting ConfigFile = new("--config-file", "ConfigFile", "FILE",
+        "The VM as JSON, in the API's bodies: {\"boot-source\": ..., \"machine-config\": ..., \"drives\": [...]} (below the flags, above the environment)");
+    public static readonly RunSetting NoApi = new("--no-api", "NoApi", "true|false", "No API socket, even when --api-sock comes from settings or the environment", IsSwitch: true);
+
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
         [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial,
-         Memfd, Stats, Track, TrackerSock, Drive, Net, Port, NoRng, Console, Share, DebugExit, KvmDevice];
+         Memfd, Stats, Track, TrackerSock, Drive, Net, Port, NoRng, Console, ApiSock, WaitForStart, ConfigFile, NoApi,
+         Share, DebugExit, KvmDevice];
 }

@@ -47,6 +47,12 @@ public sealed class Settings
         }
         settings.Configuration.AddEnvironmentVariables();
         settings.Label("the environment");
+        // --config-file: the API's JSON bodies, above the environment and below the flags.
+        if (Api.ConfigFile.PathFrom(flags) is { } configFile)
+        {
+            settings.Configuration.AddInMemoryCollection(Api.ConfigFile.Read(configFile));
+            settings.Label($"--config-file {configFile}");
+        }
         settings.Configuration.AddInMemoryCollection(flags);
         settings.Label("the command line");
         return settings;

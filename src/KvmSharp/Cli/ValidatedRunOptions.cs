@@ -46,4 +46,7 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
 
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
+
+    /// <summary>Where the control API listens (--api-sock, or systemd's socket), and whether the VM waits for InstanceStart; null: no API.</summary>
+    public ApiSettings.Endpoint? Api { get; init; }
 }

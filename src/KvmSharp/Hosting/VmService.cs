@@ -7,6 +7,7 @@ using KvmSharp.Terminal;
 using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Boot.Linux;
 using KvmSharp.Vmm.Guests;
+using KvmSharp.Vmm.Lifecycle;
 using KvmSharp.Vmm.Machine;
 using KvmSharp.Vmm.Statistics;
 using KvmSharp.Vmm.Trackers;
@@ -27,18 +28,26 @@ namespace KvmSharp.Hosting;
 /// come from the signals alone (which this service handles itself), and log entries wait in a
 /// <see cref="DeferredLogger{T}"/> that the host's logger replays.
 /// </remarks>
+/// <param name="active">Set to each VM's controller while it is current (the API and the notifier read it).</param>
+/// <param name="instanceStart">With --wait-for-start: completes with the options the API configured, at InstanceStart; null: boot <paramref name="options"/> at once.</param>
 public sealed class VmService(
     ValidatedRunOptions options,
     ExitCodeHolder exitCode,
-    ILogger<VmService> logger) : BackgroundService
+    ILogger<VmService> logger,
+    ActiveVm? active = null,
+    Task<ValidatedRunOptions>? instanceStart = null) : BackgroundService
 {
     private const int TailLines = 25;
 
-    // The VM running now (null between reboots): console input, Ctrl-A x and output failures act on it.
-    private VirtualMachine? _current;
+    // What the VM boots: the command line's, or (--wait-for-start) what the API configured by InstanceStart.
+    private ValidatedRunOptions _options = options;
+    private readonly ActiveVm _active = active ?? new ActiveVm();
+
+    // The controller of the VM running now (null between reboots): console input, Ctrl-A x and output failures act on it.
+    private IVmController? _current;
     private volatile bool _quitFromConsole;
     private volatile string? _outputFailure;
-    private VirtualMachine? _stopping;
+    private IVmController? _stopping;
     // The host's stop, or a stop signal before the host exists: no restart after it.
     private readonly CancellationTokenSource _stop = new();
     private volatile IHostApplicationLifetime? _lifetime;
@@ -94,21 +103,22 @@ public sealed class VmService(
 
     private async Task RunAsync(CancellationToken stoppingToken)
     {
+        if (instanceStart is not null && !await WaitForInstanceStart(instanceStart, stoppingToken)) return;
         StreamSerialSink? console = null;
         SerialInputPump? input = null;
         VirtualMachine? firstVm = null;
         using var signals = StopSignals.Register(StopOnSignal, StopHost);
         try
         {
-            console = SerialOutput.Open(options.Serial, writeAfter: _logReady);
-            var capture = options.Expect is not null || options.Timeout is not null ? new ExpectSerialSink(options.Expect) : null;
+            console = SerialOutput.Open(_options.Serial, writeAfter: _logReady);
+            var capture = _options.Expect is not null || _options.Timeout is not null ? new ExpectSerialSink(_options.Expect) : null;
             ISerialSink sink = capture is null ? console : new TeeSerialSink(console, capture);
-            var config = BuildConfig(options, sink, WarnFromVm);
+            var config = BuildConfig(_options, sink, WarnFromVm);
             StartupTimeline.Process.Mark("console opened, guest prepared");
             firstVm = VirtualMachine.Create(config);
             console.Failed += OnConsoleOutputFailed;
             if (console.Failure is { } early) OnConsoleOutputFailed(early);
-            if (options.Kernel is not null && !options.Multiboot) WarnIfGuestKernelModeIsEmulated();
+            if (_options.Kernel is not null && !_options.Multiboot) WarnIfGuestKernelModeIsEmulated();
             input = SerialInputPump.Start(QuitFromConsole, notice => logger.LogInformation("{Notice}", notice));
 
             var clock = Stopwatch.StartNew();
@@ -121,7 +131,7 @@ public sealed class VmService(
                 firstVm = null; // RunOnce owns it now
                 outcome = await RunOnce(prepared, sink, console, input, capture, clock, stoppingToken);
             }
-            while (outcome.Kind == VmExitKind.Reboot && options.RestartOnReboot && !stoppingToken.IsCancellationRequested && !_quitFromConsole);
+            while (outcome.Kind == VmExitKind.Reboot && _options.RestartOnReboot && !stoppingToken.IsCancellationRequested && !_quitFromConsole);
 
             exitCode.ExitCode = Conclude(outcome, capture);
         }
@@ -151,7 +161,29 @@ public sealed class VmService(
             await _logReady; // the held output goes out after the held log entries
             console?.Dispose();
             if (console?.DroppedBytes is > 0 and var dropped)
-                logger.LogWarning("{Dropped} bytes of guest console output were dropped: the reader of --serial {Serial} fell behind or went away", dropped, options.Serial);
+                logger.LogWarning("{Dropped} bytes of guest console output were dropped: the reader of --serial {Serial} fell behind or went away", dropped, _options.Serial);
+        }
+    }
+
+    // --wait-for-start: the host builds meanwhile; a stop before InstanceStart ends the run with status 0 (nothing ran).
+    private async Task<bool> WaitForInstanceStart(Task<ValidatedRunOptions> started, CancellationToken stoppingToken)
+    {
+        _firstVmStarted.Set();
+        using var signals = StopSignals.Register(() => _stop.Cancel(), () =>
+        {
+            _stop.Cancel();
+            _lifetime?.StopApplication();
+        });
+        try
+        {
+            _options = await started.WaitAsync(stoppingToken);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            logger.LogInformation("stopped before the API's InstanceStart: no VM was booted");
+            exitCode.ExitCode = 0;
+            return false;
         }
     }
 
@@ -173,18 +205,19 @@ public sealed class VmService(
     private void QuitFromConsole()
     {
         _quitFromConsole = true;
-        Volatile.Read(ref _current)?.Stop("quit from the console (Ctrl-A x)");
+        if (Volatile.Read(ref _current) is { } controller) StopNow(controller, "quit from the console (Ctrl-A x)");
     }
 
     // The console's reader went away (EPIPE) or its file failed: end the run rather than run a guest nobody sees.
     private void OnConsoleOutputFailed(Exception failure)
     {
-        string where = options.Serial == "stdout" ? "stdout" : $"'{options.Serial}'";
+        string where = _options.Serial == "stdout" ? "stdout" : $"'{_options.Serial}'";
         string why = failure is IOException { HResult: EpipeErrno }
             ? $"the reader of the serial console ({where}) went away (EPIPE)"
             : $"writing the serial console to {where} failed: {failure.Message}";
         _outputFailure = why;
-        Volatile.Read(ref _current)?.End(VmOutcome.OutputFailed(why));
+        // An outcome of its own (its exit status): the controller sees it through the VM's end.
+        Volatile.Read(ref _current)?.Machine.End(VmOutcome.OutputFailed(why));
     }
 
     private const int EpipeErrno = 32;
@@ -194,40 +227,53 @@ public sealed class VmService(
     // The first boot runs the VM made with the console; a reboot makes a new one.
     private async Task<VmOutcome> RunOnce(VirtualMachine? prepared, ISerialSink sink, StreamSerialSink console, SerialInputPump input, ExpectSerialSink? capture, Stopwatch clock, CancellationToken stoppingToken)
     {
-        using var vm = prepared ?? VirtualMachine.Create(BuildConfig(options, sink, WarnFromVm));
+        var vm = prepared ?? VirtualMachine.Create(BuildConfig(_options, sink, WarnFromVm));
+        // One controller per VM (a reboot makes a new one); it owns the VM and disposes it, and every stop below goes through it.
+        using var controller = VmControllers.Create(vm);
         WriteAuditTracker? audit = null;
-        if (options.Track.Count > 0)
+        if (_options.Track.Count > 0)
         {
-            audit = new WriteAuditTracker(options.Track, message => logger.LogInformation("{Message}", message));
+            audit = new WriteAuditTracker(_options.Track, message => logger.LogInformation("{Message}", message));
             audit.Attach(vm.PageTracker);
-            logger.LogInformation("auditing guest writes to {Ranges}", string.Join(", ", options.Track));
+            logger.LogInformation("auditing guest writes to {Ranges}", string.Join(", ", _options.Track));
         }
         // Out-of-process page trackers; disposed (every tracker detached, with the grace period) before the VM.
-        using var trackers = options.TrackerSocket is { } trackerSocket ? RemoteTrackerServer.Start(vm, trackerSocket, log: message => logger.LogInformation("{Message}", message)) : null;
+        using var trackers = _options.TrackerSocket is { } trackerSocket
+            ? RemoteTrackerServer.Start(vm, trackerSocket, log: message => logger.LogInformation("{Message}", message), publish: controller.Publish)
+            : null;
         logger.LogInformation("booting {Guest} with {Memory} MiB and {Cpus} vCPU(s)",
-            options.Kernel ?? options.Image ?? "the built-in guest", options.MemoryBytes >> 20, options.Cpus);
+            _options.Kernel ?? _options.Image ?? "the built-in guest", _options.MemoryBytes >> 20, _options.Cpus);
 
         VmOutcome outcome;
         // Stops are wired before the vCPUs start: starting hundreds of threads can take seconds on a busy host.
-        Volatile.Write(ref _current, vm);
-        using (stoppingToken.Register(() => StopGracefully(vm)))
+        Volatile.Write(ref _current, controller);
+        _active.Set(controller);
+        using (stoppingToken.Register(() => StopGracefully(controller)))
         {
-            if (_quitFromConsole) vm.Stop("quit from the console (Ctrl-A x)");
+            if (_quitFromConsole) StopNow(controller, "quit from the console (Ctrl-A x)");
             if (_outputFailure is { } failed) vm.End(VmOutcome.OutputFailed(failed));
             input.Attach(vm.ConsoleInput);
             using var watching = new CancellationTokenSource();
             var watcher = Task.CompletedTask;
             try
             {
-                vm.Start();
+                try
+                {
+                    await controller.StartAsync(CancellationToken.None);
+                }
+                catch (VmTransitionException) when (vm.Outcome is not null)
+                {
+                    // Stopped before it started (Ctrl-A x, a failed console): nothing ran; Completion has the outcome.
+                }
                 _firstVmStarted.Set();
                 watcher = capture is null ? Task.CompletedTask : Task.Run(() => Watch(vm, capture, clock, watching.Token));
-                outcome = await Task.Run(() => vm.WaitForExit(), CancellationToken.None);
+                outcome = await controller.Completion;
             }
             finally
             {
                 input.Attach(null);
                 Volatile.Write(ref _current, null);
+                _active.Set(null);
                 watching.Cancel();
                 await watcher;
             }
@@ -237,7 +283,7 @@ public sealed class VmService(
         console.Flush(ConsoleDrainTimeout);
         if (audit is not null) logger.LogInformation("{Summary}", audit.Summary());
         Report(outcome, vm);
-        if (options.Stats) PrintStatistics(vm, firstVm: prepared is not null);
+        if (_options.Stats) PrintStatistics(vm, firstVm: prepared is not null);
         return outcome;
     }
 
@@ -259,21 +305,46 @@ public sealed class VmService(
 
     private void StopCurrentVmGracefully()
     {
-        if (Volatile.Read(ref _current) is { } vm) StopGracefully(vm);
+        if (Volatile.Read(ref _current) is { } controller) StopGracefully(controller);
     }
 
     // A Linux guest gets Ctrl-Alt-Del and a grace period to shut down; anything else stops at once.
     // Once per VM: a signal handler and the host's stopping token both ask.
-    private void StopGracefully(VirtualMachine vm)
+    private void StopGracefully(IVmController controller)
     {
-        if (Interlocked.Exchange(ref _stopping, vm) == vm) return;
-        if (!vm.RequestGuestShutdown())
+        if (Interlocked.Exchange(ref _stopping, controller) == controller) return;
+        _ = StopGracefullyAsync(controller);
+    }
+
+    // A stop at once. While the vCPUs are still starting (Created), the controller's start request is still being
+    // applied and a queued stop would wait for every thread to start (seconds with hundreds of vCPUs on a busy host):
+    // the VM is ended directly instead (its start loop checks for that), and the controller applies the end after.
+    private static void StopNow(IVmController controller, string reason)
+    {
+        if (controller.State == VmState.Created) controller.Machine.Stop(reason);
+        else _ = controller.StopAsync(reason, CancellationToken.None);
+    }
+
+    private async Task StopGracefullyAsync(IVmController controller)
+    {
+        if (controller.State == VmState.Created)
         {
-            vm.Stop("the host is shutting down");
+            StopNow(controller, "the host is shutting down");
+            return;
+        }
+        try
+        {
+            await controller.SendCtrlAltDelAsync(CancellationToken.None);
+        }
+        catch (VmTransitionException)
+        {
+            // No keyboard, or not running (paused, not started yet): it cannot shut down by itself.
+            await controller.StopAsync("the host is shutting down", CancellationToken.None);
             return;
         }
         logger.LogInformation("asked the guest to shut down (Ctrl-Alt-Del); stopping it in {Seconds} s otherwise", GuestShutdownGrace.TotalSeconds);
-        Task.Delay(GuestShutdownGrace).ContinueWith(_ => vm.Stop("the guest did not shut down in time"));
+        await Task.Delay(GuestShutdownGrace);
+        await controller.StopAsync("the guest did not shut down in time", CancellationToken.None);
     }
 
     private static readonly TimeSpan GuestShutdownGrace = TimeSpan.FromSeconds(10);
@@ -314,19 +385,19 @@ public sealed class VmService(
     // Ends the VM when the console shows the expected text, or when the time is up.
     private void Watch(VirtualMachine vm, ExpectSerialSink capture, Stopwatch clock, CancellationToken stop)
     {
-        var left = options.Timeout is { } timeout ? timeout - clock.Elapsed : Timeout.InfiniteTimeSpan;
+        var left = _options.Timeout is { } timeout ? timeout - clock.Elapsed : Timeout.InfiniteTimeSpan;
         if (left != Timeout.InfiniteTimeSpan && left < TimeSpan.Zero) left = TimeSpan.Zero;
-        bool matched = options.Expect is not null
+        bool matched = _options.Expect is not null
             ? capture.WaitForMatch(left, stop)
             : stop.WaitHandle.WaitOne(left) && false;
         if (stop.IsCancellationRequested) return;
         if (matched)
         {
-            vm.End(VmOutcome.ExpectMatched(options.Expect!));
+            vm.End(VmOutcome.ExpectMatched(_options.Expect!));
             return;
         }
         // Say where the guest was stuck before ending it.
-        var timedOut = VmOutcome.Timeout(options.Timeout!.Value, options.Expect);
+        var timedOut = VmOutcome.Timeout(_options.Timeout!.Value, _options.Expect);
         vm.End(timedOut with { Report = vm.DescribeVcpus(TimeSpan.FromSeconds(2)) });
     }
 
@@ -340,9 +411,9 @@ public sealed class VmService(
             PrintBlock("the vCPUs were at", outcome.Report);
             return outcome.ExitCode;
         }
-        if (options.Expect is not null)
+        if (_options.Expect is not null)
         {
-            logger.LogError("the VM ended ({Summary}) before the console showed '{Expect}'", outcome.Summary, options.Expect);
+            logger.LogError("the VM ended ({Summary}) before the console showed '{Expect}'", outcome.Summary, _options.Expect);
             PrintBlock("the console's last lines", Tail(capture));
             return outcome.ExitCode != 0 ? outcome.ExitCode : VmOutcome.ExpectUnmetCode;
         }
@@ -364,7 +435,7 @@ public sealed class VmService(
     {
         try
         {
-            using var system = KvmSystem.Open(options.KvmDevice);
+            using var system = KvmSystem.Open(_options.KvmDevice);
             var facts = KvmHostFacts.Read(system);
             if (facts.EmulatesGuestKernelMode)
                 logger.LogWarning("this KVM ({Modules}) emulates guest kernel mode, about a million instructions per second: " +
