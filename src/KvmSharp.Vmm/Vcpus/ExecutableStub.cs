@@ -31,7 +31,7 @@ internal static unsafe class ExecutableStub
                 long written = 0;
                 while (written < code.Length)
                 {
-                    long result = pwrite(fd, bytes + written, (size_t)(code.Length - written), (off_t)written);
+                    long result = pwrite(fd, bytes + written, (size_t)(uint)(code.Length - written), (off_t)written);
                     if (result < 0)
                     {
                         int error = errno;
