@@ -16,8 +16,10 @@ namespace KvmSharp.Systemd;
 public static class SystemdNotifications
 {
     /// <summary>Register the notifier (when NOTIFY_SOCKET is set) and the journal log format (under systemd).</summary>
+    /// <param name="readiness">When READY=1 goes out: <see cref="SystemdReadiness.WhenHostStarts"/> for --wait-for-start.</param>
+    /// <param name="active">The VM the notifier follows; the container's <see cref="ActiveVm"/> when null. Without one, READY=1 comes when the host has started.</param>
     /// <exception cref="ArgumentException">NOTIFY_SOCKET, WATCHDOG_USEC or WATCHDOG_PID hold something unusable (the message names it).</exception>
-    public static void Add(IServiceCollection services, SystemdReadiness readiness)
+    public static void Add(IServiceCollection services, SystemdReadiness readiness, ActiveVm? active = null)
     {
         ArgumentNullException.ThrowIfNull(services);
         if (SystemdHelpers.IsSystemdService())
@@ -36,7 +38,7 @@ public static class SystemdNotifications
         }
         services.AddSingleton(socket);
         services.AddSingleton(services => new SystemdNotifyService(socket, watchdog, readiness,
-            services.GetService<ActiveVm>(), services.GetRequiredService<IHostApplicationLifetime>(),
+            active ?? services.GetService<ActiveVm>(), services.GetRequiredService<IHostApplicationLifetime>(),
             services.GetRequiredService<ILogger<SystemdNotifyService>>()));
         services.AddHostedService(services => services.GetRequiredService<SystemdNotifyService>());
         services.AddSingleton<ILogger<SystemdNotifyService>, Logger<SystemdNotifyService>>();
