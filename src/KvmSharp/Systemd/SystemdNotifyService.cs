@@ -1,5 +1,6 @@
 using KvmSharp.Hosting;
 using KvmSharp.Vmm.Lifecycle;
+using KvmSharp.Vmm.Machine;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -141,10 +142,10 @@ public sealed partial class SystemdNotifyService : IHostedService, IDisposable
         lock (_gate)
         {
             if (_controller == controller) return;
-            _subscription?.Dispose();
+            _subscription?.Dispose(); // the previous VM's (kept past its detach for a late "started")
             _controller = controller;
             SetStatus($"booting VM {controller.Id}");
-            _subscription = controller.Subscribe(OnEvent);
+            _subscription = controller.Subscribe(e => OnEvent(controller, e));
             // Events go to subscribers from now on: a VM that is already running (the first VM starts before the
             // host) said "started" before anyone listened.
             if (controller.State == VmState.Running) OnRunning(controller);
@@ -157,19 +158,27 @@ public sealed partial class SystemdNotifyService : IHostedService, IDisposable
         lock (_gate)
         {
             if (_controller != controller) return;
-            _subscription?.Dispose();
-            _subscription = null;
             _controller = null;
             var ended = controller.Completion;
             SetStatus(ended.IsCompletedSuccessfully ? $"ended: {ended.Result.Summary}" : $"ended: VM {controller.Id} is {controller.State}");
+            // Events arrive on another thread: a VM that ran and ended at once may detach before its "started" is
+            // seen. It ran unless it ended in an error (a start that failed), and systemd takes an exit before
+            // READY=1 for a failed start, so say READY=1 (with the reason it ended as the status).
+            if (ended.IsCompletedSuccessfully && ended.Result.Kind != VmExitKind.Error) BecomeReady();
         }
     }
 
-    private void OnEvent(VmEvent e)
+    private void OnEvent(IVmController from, VmEvent e)
     {
         lock (_gate)
         {
-            if (_controller is not { } controller) return;
+            if (_controller != from)
+            {
+                // A late event of a VM already detached: only that it ran still matters.
+                if (e.Kind == VmEventKind.Started) BecomeReady();
+                return;
+            }
+            var controller = from;
             switch (e.Kind)
             {
                 case VmEventKind.Started:

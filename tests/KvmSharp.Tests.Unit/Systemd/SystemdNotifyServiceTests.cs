@@ -154,6 +154,35 @@ public sealed class SystemdNotifyServiceTests : IDisposable
     }
 
     [Fact]
+    public void A_vm_that_ran_and_ended_before_its_started_event_was_seen_is_still_ready_with_the_reason_it_ended()
+    {
+        Start();
+        var vm = new FakeVmController("quick");
+        _active.Set(vm);
+        vm.End(VmOutcome.GuestExit(0)); // ended; its "started" has not been delivered
+        _active.Set(null);
+
+        AwaitAssignment("READY=1");
+        var sent = Assignments();
+        Assert.Contains("STATUS=ended: guest exited with status 0", sent);
+        vm.Publish(VmEventKind.Started, null); // the late event changes nothing more
+        Assert.Single(Assignments(), a => a == "READY=1");
+    }
+
+    [Fact]
+    public void A_vm_whose_start_failed_is_never_ready()
+    {
+        Start();
+        var vm = new FakeVmController("broken");
+        _active.Set(vm);
+        vm.End(VmOutcome.Error("KVM_CREATE_VCPU failed"));
+        _active.Set(null);
+
+        AwaitAssignment("STATUS=ended: KVM_CREATE_VCPU failed");
+        Assert.DoesNotContain("READY=1", Assignments());
+    }
+
+    [Fact]
     public void Without_a_controller_to_follow_the_host_started_is_ready()
     {
         _service = new SystemdNotifyService(_socket, null, SystemdReadiness.WhenVmRuns, null, _lifetime, _log);
