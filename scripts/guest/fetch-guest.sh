@@ -181,9 +181,27 @@ case $cmd in
     *)
         [ "$cmd" = shell ] || echo "kvmsharp init: unknown kvmsharp.cmd=$cmd, starting a shell"
         export PS1='kvmsharp-guest:\w# '
-        # setsid + cttyhack give the shell the console's real tty as controlling terminal, so
-        # job control and ^C work.
-        setsid cttyhack sh
+        # The shell goes on the kernel's preferred console, the last console= (hvc0 with
+        # --console virtio), as its controlling terminal (setsid, then an open without
+        # O_NOCTTY), so typed input reaches it and job control and ^C work. Its driver may be a
+        # module still probing: wait for it to register first (cttyhack alone would pick
+        # whichever console was there when it ran).
+        want=''
+        set -f
+        for arg in $(cat /proc/cmdline); do
+            case $arg in console=*) want=${arg#console=}; want=${want%%,*} ;; esac
+        done
+        set +f
+        i=0
+        while [ -n "$want" ] && ! grep -qw "$want" /sys/class/tty/console/active 2>/dev/null && [ $i -lt 50 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if [ -n "$want" ] && [ -c "/dev/$want" ] && grep -qw "$want" /sys/class/tty/console/active 2>/dev/null; then
+            setsid sh -c "exec sh </dev/$want >/dev/$want 2>&1"
+        else
+            setsid cttyhack sh
+        fi
         poweroff -f
         ;;
 esac

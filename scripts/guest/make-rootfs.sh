@@ -31,6 +31,8 @@
 #   rng        KVMSHARP-HWRNG=<rng_current> bytes=<n> hex=<64 bytes from /dev/hwrng>
 #   hvc        writes KVMSHARP-HVC0=<token> to /dev/hvc0 (a virtio console); KVMSHARP-HVC0-SENT
 #   consoles   KVMSHARP-CONSOLES=<the kernel's active consoles>
+#   port       writes KVMSHARP-PORT=<token> to the virtio-console port named org.kvmsharp.test
+#              (--port name=org.kvmsharp.test,...); KVMSHARP-PORT-DEV=</dev/vportNpM|missing>
 set -euo pipefail
 
 KC_PROG='make-rootfs'
@@ -151,6 +153,20 @@ step_hvc() {
     echo "KVMSHARP-HVC0=$token" >/dev/hvc0 || return 1
     echo "KVMSHARP-HVC0-SENT"
 }
+# The named port org.kvmsharp.test (--port name=org.kvmsharp.test,...): found by its name in sysfs
+# (no udev here), once its driver has announced it.
+step_port() {
+    local d dev='' i=0
+    while [ -z "$dev" ] && [ $i -lt 100 ]; do
+        for d in /sys/class/virtio-ports/*; do
+            [ "$(cat "$d/name" 2>/dev/null)" = org.kvmsharp.test ] && dev=/dev/${d##*/}
+        done
+        [ -n "$dev" ] || { sleep 0.1; i=$((i + 1)); }
+    done
+    echo "KVMSHARP-PORT-DEV=${dev:-missing}"
+    [ -c "$dev" ] || return 1
+    echo "KVMSHARP-PORT=$token" >"$dev"
+}
 step_consoles() {
     echo "KVMSHARP-CONSOLES=$(cat /sys/class/tty/console/active)"
 }
@@ -159,7 +175,7 @@ set -f
 for step in $(echo "$steps" | tr ',' ' '); do
     set +f
     case $step in
-        write | read | disks | readonly | rng | hvc | consoles) "step_$step" || echo "KVMSHARP-STEP-FAILED=$step" ;;
+        write | read | disks | readonly | rng | hvc | consoles | port) "step_$step" || echo "KVMSHARP-STEP-FAILED=$step" ;;
         *) echo "KVMSHARP-STEP-FAILED=$step (unknown step)" ;;
     esac
 done

@@ -173,6 +173,14 @@ public sealed unsafe class KvmVcpu : IDisposable
         NativeIoctl.Checked(Fd, KvmIoctls.KVM_SET_SIGNAL_MASK, buffer);
     }
 
+    /// <summary>
+    /// KVM_KVMCLOCK_CTRL: tell the guest (through its kvmclock page) that the VMM stopped it, so its
+    /// soft-lockup watchdog does not blame the pause on itself. Returns 0 or -errno; -EINVAL means the
+    /// guest has not enabled kvmclock, which is normal for guests without it. Call it while the vCPU is
+    /// not in KVM_RUN.
+    /// </summary>
+    public int KvmclockCtrl() => NativeIoctl.Invoke(Fd, KvmIoctls.KVM_KVMCLOCK_CTRL, 0);
+
     public void Dispose()
     {
         DirtyRing?.Dispose();

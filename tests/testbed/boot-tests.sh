@@ -6,7 +6,8 @@
 # sees), also through the PVH entry of an ELF vmlinux, a guest reboot or poweroff ends the VM with
 # status 0, the serial console takes typed input, and
 # SMM-address-space memslots work on this KVM, and the virtio checks of disk-tests.sh (root on a
-# virtio disk, read-only drive, serials, hwrng, hvc0) pass. One line per check, then
+# virtio disk, read-only drive, serials, hwrng, hvc0) and the multiboot check of multiboot-tests.sh
+# pass. One line per check, then
 # "boot-tests: N passed, N failed". kvmsharp is the NativeAOT binary, the shipped form (the JIT's
 # start-up costs ~10 s under TCG): publish it first into artifacts/aot (.ci/run does), or name
 # another with KVMSHARP_AOT_BIN.
@@ -76,27 +77,35 @@ else
     report pvh 0 "no ELF vmlinux: set KVMSHARP_GUEST_VMLINUX"
 fi
 
-# Interactive console: type a command once the shell is up, read its output back.
-mkfifo "$work/stdin"
-(
-    for _ in $(seq 1 "$timeout_s"); do
-        grep -q "KVMSHARP-CPUS=" "$work/console.out" 2>/dev/null && break
-        sleep 1
-    done
-    sleep 2
-    printf 'echo typed-$((6*7))\n'
-    sleep "$timeout_s"
-) >"$work/stdin" &
-writer=$!
-start=$(date +%s.%N)
-"$bin" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M \
-    --cmdline "console=ttyS0 reboot=k panic=-1 quiet kvmsharp.cmd=shell" --timeout "$timeout_s" --expect "typed-42" \
-    >"$work/console.out" 2>"$work/console.err" <"$work/stdin"
-rc=$?
-kill "$writer" 2>/dev/null
-seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-ok=0; [ "$rc" = 0 ] && ok=1
-report console "$ok" "exit $rc in ${seconds}s"
+# Interactive console: type a command once the shell is up, read its output back; on the 16550
+# (console) and on hvc0 with --console virtio (console-hvc0-input: the typed bytes go to hvc0 only).
+for console in serial virtio; do
+    name=console
+    [ "$console" = virtio ] && name=console-hvc0-input
+    rm -f "$work/stdin"
+    mkfifo "$work/stdin"
+    (
+        for _ in $(seq 1 "$timeout_s"); do
+            grep -q "KVMSHARP-CPUS=" "$work/$name.out" 2>/dev/null && break
+            sleep 1
+        done
+        sleep 3
+        printf 'echo typed-$((6*7))\n'
+        sleep "$timeout_s"
+    ) >"$work/stdin" &
+    writer=$!
+    start=$(date +%s.%N)
+    cmdline="console=ttyS0 reboot=k panic=-1 quiet kvmsharp.cmd=shell"
+    [ "$console" = virtio ] && cmdline="console=ttyS0 console=hvc0 reboot=k panic=-1 quiet kvmsharp.cmd=shell"
+    "$bin" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M --console "$console" \
+        --cmdline "$cmdline" --timeout "$timeout_s" --expect "typed-42" \
+        >"$work/$name.out" 2>"$work/$name.err" <"$work/stdin"
+    rc=$?
+    kill "$writer" 2>/dev/null
+    seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    ok=0; [ "$rc" = 0 ] && ok=1
+    report "$name" "$ok" "--console $console: exit $rc in ${seconds}s"
+done
 
 # SMM memslots (as_id 1) and page tracking in both address spaces, on this SMM-capable KVM (the
 # checks of SmmAddressSpaceTests, as a program: VSTest's test host starts too slowly under TCG).
@@ -137,6 +146,10 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # back, fsck), a read-only drive, two drives with serials, /dev/hwrng, console on hvc0; two boots
 # (tests/testbed/disk-tests.sh; the root image is KVMSHARP_GUEST_ROOTFS from make-rootfs.sh).
 . "$repo/tests/testbed/disk-tests.sh"
+
+# Multiboot (issue 11): a test kernel built with Iced checks its multiboot info, fw_cfg and 3 APs
+# started by INIT/SIPI, and exits through QEMU's isa-debug-exit (tests/testbed/multiboot-tests.sh).
+. "$repo/tests/testbed/multiboot-tests.sh"
 
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

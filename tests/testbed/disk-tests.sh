@@ -8,7 +8,8 @@
 #     image (debugfs), e2fsck -fn clean, vdb's image byte-identical (sha256).
 #   boot 2 (disk-readback): the same root, read-only (ro), console on hvc0 (--console virtio); the
 #     guest reads both files back and writes a second token to /dev/hvc0 only, which must show on
-#     the VMM's stdout. Checked: the contents, e2fsck -fn, and the image unchanged by the ro boot.
+#     the VMM's stdout, and a third to the named port org.kvmsharp.test (--port ...,path=FILE),
+#     which must land in FILE. Checked: the contents, e2fsck -fn, and the image unchanged by the ro boot.
 #     (Should the VMM refuse --console virtio, the read-back boots again without it.)
 # Report lines as boot-tests.sh prints them (PASS:/FAIL: NAME (DETAIL)).
 #
@@ -57,6 +58,14 @@ disk_tests_main() {
                         shift 2
                         ;;
                     --console) console=1; shift 2 ;;
+                    --port)
+                        # name=NAME,path=FILE only, as this file uses it.
+                        local pname=${2#name=} ppath=${2#*,path=}
+                        pname=${pname%%,*}
+                        q+=(-chardev "file,id=p$i,path=$ppath" -device "virtserialport,chardev=p$i,name=$pname")
+                        i=$((i + 1)) console=$((console | 2))
+                        shift 2
+                        ;;
                     *) echo "disk-tests: unknown VMM argument $1" >&2; return 2 ;;
                 esac
             done
@@ -65,9 +74,11 @@ disk_tests_main() {
             # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
             cmd=(timeout "$timeout_s" qemu-system-x86_64 -M pc -accel "$accel" -cpu "$cpu" -m 512 -smp 1
                 -nodefaults -no-user-config -display none -no-reboot
-                -chardev stdio,id=c0,mux=on -serial chardev:c0 -device virtio-rng-pci "${q[@]}")
+                -chardev stdio,id=c0,mux=on -serial chardev:c0 -device virtio-rng-pci)
             # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
-            ((console)) && cmd+=(-device virtio-serial-pci -device virtconsole,chardev=c0)
+            ((console)) && cmd+=(-device virtio-serial-pci)
+            ((console & 1)) && cmd+=(-device virtconsole,chardev=c0)
+            cmd+=("${q[@]}")
             cmd+=(-kernel "$KVMSHARP_GUEST_KERNEL" -initrd "$KVMSHARP_GUEST_INITRD" -append "$cmdline")
         else
             cmd=("$bin" run --kernel "$KVMSHARP_GUEST_KERNEL" --initrd "$KVMSHARP_GUEST_INITRD" --memory 512M
@@ -155,8 +166,8 @@ disk_tests_main() {
     # ---- boot 2: read back on a read-only root, console on hvc0 ---------------------------------
     local before_sha
     before_sha=$(sha256sum <"$img" | cut -d' ' -f1)
-    disk_boot disk-readback "console=ttyS0 console=hvc0 root=/dev/vda ro rootfstype=ext4 kvmsharp.steps=read,hvc,consoles kvmsharp.token=$token2 kvmsharp.cmd=poweroff" \
-        --drive "file=$img,serial=kvmsharp-root" --console virtio
+    disk_boot disk-readback "console=ttyS0 console=hvc0 root=/dev/vda ro rootfstype=ext4 kvmsharp.steps=read,hvc,consoles,port kvmsharp.token=$token2 kvmsharp.cmd=poweroff" \
+        --drive "file=$img,serial=kvmsharp-root" --console virtio --port "name=org.kvmsharp.test,path=$work/port.out"
     cp "$work/disk-readback.out" "$work/console-hvc0.out"
     cp "$work/disk-readback.err" "$work/console-hvc0.err"
     if [[ $rc == 2 && ! -s $work/disk-readback.out ]]; then
@@ -180,6 +191,12 @@ disk_tests_main() {
     ok=0
     grep -aq "KVMSHARP-HVC0=$token2" "$work/console-hvc0.out" && ok=1
     report console-hvc0 "$ok" "--console virtio: marker written to /dev/hvc0 $([[ $ok == 1 ]] && echo seen || echo 'NOT seen') on the VMM's stdout; guest consoles: $(value console-hvc0 KVMSHARP-CONSOLES)"
+
+    cp "$work/disk-readback.out" "$work/console-port.out"
+    cp "$work/disk-readback.err" "$work/console-port.err"
+    ok=0
+    grep -aq "KVMSHARP-PORT=$token2" "$work/port.out" 2>/dev/null && ok=1
+    report console-port "$ok" "--port name=org.kvmsharp.test,path=FILE: guest wrote to $(value console-port KVMSHARP-PORT-DEV); the file $([[ $ok == 1 ]] && echo 'has the token' || echo "lacks it ($(head -c 80 "$work/port.out" 2>/dev/null | tr -c '[:print:]' .))")"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then

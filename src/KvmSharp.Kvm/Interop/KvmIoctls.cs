@@ -52,6 +52,7 @@ internal static unsafe class KvmIoctls
     public static readonly uint KVM_GET_CPUID2 = IOWR(KVMIO, 0x91, sizeof(kvm_cpuid2));
     public static readonly uint KVM_GET_XSAVE = IOR(KVMIO, 0xa4, sizeof(kvm_xsave));
     public static readonly uint KVM_SET_XSAVE = IOW(KVMIO, 0xa5, sizeof(kvm_xsave));
+    public static readonly uint KVM_KVMCLOCK_CTRL = IO(KVMIO, 0xad);
 
     /// <summary>Name of a request number, for error messages (never on the hot path).</summary>
     public static string NameOf(uint request)

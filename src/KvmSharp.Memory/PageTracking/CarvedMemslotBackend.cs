@@ -38,6 +38,9 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
     public IGuestQuiescer Quiescer { get; set; } = new NoVcpuQuiescer();
     public TimeSpan QuiesceTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>The holder name of a re-carve's pause lease.</summary>
+    public const string CarveHolder = "page-track carve";
+
     /// <summary>The kernel slots realising the user slot, in address order (one when nothing in it is tracked).</summary>
     public IReadOnlyList<KernelSlotPiece> PiecesOf(ushort id, ushort addressSpace = 0) =>
         _pieces.TryGetValue(MemslotRequest.Pack(id, addressSpace), out var pieces) ? pieces.ToList() : [];
@@ -101,7 +104,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         }
         else
         {
-            if (!Quiescer.TryQuiesce(QuiesceTimeout)) return -Errno.EBUSY;
+            if (Quiescer.TryQuiesce(CarveHolder, QuiesceTimeout) is not { } pause) return -Errno.EBUSY;
             try
             {
                 int result = ApplyToKernel(pieces, []);
@@ -109,7 +112,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             }
             finally
             {
-                Quiescer.Release();
+                pause.Dispose();
             }
         }
         ReleasePieces(packed, pieces);
@@ -302,7 +305,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
             created.Add(piece);
         }
 
-        if (!Quiescer.TryQuiesce(QuiesceTimeout)) return -Errno.EBUSY;
+        if (Quiescer.TryQuiesce(CarveHolder, QuiesceTimeout) is not { } pause) return -Errno.EBUSY;
         try
         {
             foreach (var piece in removed) HarvestDirty(packed, user, piece);
@@ -311,7 +314,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         }
         finally
         {
-            Quiescer.Release();
+            pause.Dispose();
         }
 
         ReleasePieces(packed, removed, keep: user.Id);
@@ -400,7 +403,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         var free = FreeIds(piece.AddressSpace);
         if (free.Count == 0) return -Errno.ENOSPC;
         var replacement = piece with { KernelId = free.Max };
-        if (!Quiescer.TryQuiesce(QuiesceTimeout)) return -Errno.EBUSY;
+        if (Quiescer.TryQuiesce(CarveHolder, QuiesceTimeout) is not { } pause) return -Errno.EBUSY;
         try
         {
             HarvestDirty(owner, _userSlots[owner], piece);
@@ -409,7 +412,7 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         }
         finally
         {
-            Quiescer.Release();
+            pause.Dispose();
         }
         _pieceOwner.Remove(packedId);
         _pieceOwner[replacement.PackedSlot] = owner;

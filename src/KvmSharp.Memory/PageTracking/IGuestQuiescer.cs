@@ -3,15 +3,16 @@ namespace KvmSharp.Memory.PageTracking;
 /// <summary>
 /// Lets memory-layout changes stop the guest around them (the VMM pauses every vCPU), so the guest
 /// never observes a half-made layout and every trapped access in flight has finished. A quiesce is
-/// also the grace period that unregister waits for.
+/// also the grace period that unregister waits for. Each quiesce is its holder's own pause lease:
+/// no other holder's resume can end it, and disposing it ends only it.
 /// </summary>
 public interface IGuestQuiescer
 {
-    /// <summary>Pause every vCPU (those already ended count as paused); false on timeout, with nothing left paused.</summary>
-    bool TryQuiesce(TimeSpan timeout);
-
-    /// <summary>Undo one successful <see cref="TryQuiesce"/>.</summary>
-    void Release();
+    /// <summary>
+    /// Pause every vCPU (those already ended count as paused) for <paramref name="holder"/> until the result
+    /// is disposed; null on timeout, with nothing left paused by this call.
+    /// </summary>
+    IDisposable? TryQuiesce(string holder, TimeSpan timeout);
 
     /// <summary>
     /// Marks the calling vCPU thread (if it is one) as quiescent while it runs host code such as a
@@ -25,14 +26,10 @@ public sealed class NoVcpuQuiescer : IGuestQuiescer
 {
     public int Quiesces { get; private set; }
 
-    public bool TryQuiesce(TimeSpan timeout)
+    public IDisposable? TryQuiesce(string holder, TimeSpan timeout)
     {
         Quiesces++;
-        return true;
-    }
-
-    public void Release()
-    {
+        return NoOp.Instance;
     }
 
     public IDisposable EnterHostCall() => NoOp.Instance;

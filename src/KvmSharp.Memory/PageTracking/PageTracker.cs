@@ -100,9 +100,8 @@ public sealed unsafe class PageTracker : IMemslotObserver
             Volatile.Write(ref _notifiers, _notifiers.Where(r => r != registration).ToArray());
         }
         // Grace period: every vCPU passes through its run loop, so hooks in flight have finished.
-        if (!Quiescer.TryQuiesce(Options.QuiesceTimeout))
-            throw new PageTrackException("page_track_unregister", Errno.EBUSY, $"hooks still running after {Options.QuiesceTimeout}");
-        Quiescer.Release();
+        using var grace = Quiescer.TryQuiesce("page-track unregister", Options.QuiesceTimeout)
+            ?? throw new PageTrackException("page_track_unregister", Errno.EBUSY, $"hooks still running after {Options.QuiesceTimeout}");
     }
 
     // ---- write-track counts --------------------------------------------------------------

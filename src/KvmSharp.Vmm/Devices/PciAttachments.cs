@@ -2,6 +2,7 @@ using KvmSharp.Devices.Bus;
 using KvmSharp.Devices.Pci;
 using KvmSharp.Devices.Statistics;
 using KvmSharp.Devices.Virtio;
+using KvmSharp.Devices.Virtio.Console;
 using KvmSharp.Devices.Virtio.Transport;
 using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Machine;
@@ -32,12 +33,25 @@ public static class PciAttachments
         machine.PciRoot = AcpiPciRoot.From(machine.Resources);
     });
 
-    /// <summary>A virtio-console whose port 0 (hvc0) writes to the VM's serial sink and takes the typed input instead of the 16550.</summary>
-    public static DeviceAttachment VirtioConsole(string name = "virtio-console") => Virtio(name, machine =>
+    /// <summary>
+    /// A virtio-console whose port 0 (hvc0) writes to the VM's serial sink and, when <paramref name="takesConsoleInput"/>,
+    /// takes the typed input instead of the 16550; <paramref name="ports"/> are its named ports, opened here.
+    /// </summary>
+    public static DeviceAttachment VirtioConsole(IReadOnlyList<ConsolePortSpec>? ports = null, bool takesConsoleInput = true, string name = "virtio-console") => Virtio(name, machine =>
     {
-        var console = new KvmSharp.Devices.Virtio.Console.VirtioConsole(machine.Config.SerialSink, ports: null,
+        var opened = new List<VirtioConsolePort>();
+        try
+        {
+            foreach (var spec in ports ?? []) opened.Add(spec.Open());
+        }
+        catch
+        {
+            foreach (var port in opened) port.Dispose();
+            throw;
+        }
+        var console = new KvmSharp.Devices.Virtio.Console.VirtioConsole(machine.Config.SerialSink, opened,
             machine.LoggerFactory.CreateLogger<KvmSharp.Devices.Virtio.Console.VirtioConsole>());
-        machine.ConsoleInput = new VirtioConsoleInput(console);
+        if (takesConsoleInput) machine.ConsoleInput = new VirtioConsoleInput(console);
         return console;
     });
 

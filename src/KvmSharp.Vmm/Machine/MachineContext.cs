@@ -64,6 +64,9 @@ public sealed class MachineContext
     /// <summary>The VM's I/O thread ("vm-io"), started on first use and stopped when the VM is disposed.</summary>
     public IEventLoop EventLoop => _eventLoop ??= new EpollEventLoop(LoggerFactory.CreateLogger<EpollEventLoop>(), "vm-io");
 
+    /// <summary>The event loop if something has started it (progress checks must not start one).</summary>
+    internal IEventLoop? StartedEventLoop => _eventLoop;
+
     /// <summary>MSI vectors over GSI routing and irqfds (needs the in-kernel irqchip).</summary>
     public IMsiController Msi
     {

@@ -12,6 +12,7 @@ using KvmSharp.Vmm.Boot;
 using KvmSharp.Vmm.Boot.Linux;
 using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Diagnostics;
+using KvmSharp.Vmm.Lifecycle;
 using KvmSharp.Vmm.Memory;
 using KvmSharp.Vmm.PageTracking;
 using KvmSharp.Vmm.Statistics;
@@ -24,7 +25,7 @@ namespace KvmSharp.Vmm.Machine;
 /// A whole VM: the KVM objects, guest RAM in memslots, the buses and devices, and one thread per
 /// vCPU. It ends exactly once, with a <see cref="VmOutcome"/>; disposing it releases everything.
 /// </summary>
-public sealed class VirtualMachine : IDisposable
+public sealed class VirtualMachine : IDisposable, IControlledMachine
 {
     // Where QEMU puts the pages Intel VMX needs for real mode without unrestricted guest.
     private const ulong TssAddress = 0xFFFB_D000;
@@ -41,6 +42,9 @@ public sealed class VirtualMachine : IDisposable
     private readonly bool _tscDeadline;
     private VmOutcome? _outcome;
     private bool _started;
+    private int _disposed;
+    private int _releaseDeferred;
+    private int _resourcesReleased;
 
     private VirtualMachine(VmConfig config, KvmSystem system, KvmVm vm)
     {
@@ -53,7 +57,7 @@ public sealed class VirtualMachine : IDisposable
         Memslots = new MemslotTable(limits, KernelSlots);
         DirtyLog = new DirtyPageLog(Memslots, KernelSlots, kernelSlots);
         Memory = new GuestPhysicalMemory(Memslots);
-        PageTracker = new PageTracker(Memslots, KernelSlots, new VcpuQuiescer(() => _vcpus), config.PageTracking)
+        PageTracker = new PageTracker(Memslots, KernelSlots, new VcpuQuiescer(Pauses, () => _vcpus), config.PageTracking)
         {
             Log = config.Log,
             StopVm = reason => End(VmOutcome.Error($"stopped by page-tracking policy: {reason}")),
@@ -131,6 +135,9 @@ public sealed class VirtualMachine : IDisposable
     /// <summary>Where the host's typed console bytes go: hvc0 with a virtio-console, else the 16550.</summary>
     public IConsoleInput ConsoleInput => Devices.ConsoleInput ?? Serial;
     public IReadOnlyList<VcpuRunner> Vcpus => _vcpus;
+
+    /// <summary>Where every pause of the vCPUs comes from: one lease per holder (controller, page-track carve, register dump).</summary>
+    public VcpuPauseGate Pauses { get; } = new();
 
     /// <summary>Guest RAM regions, in guest-address order.</summary>
     public IReadOnlyList<GuestMemoryRegion> RamRegions => _regions;
@@ -251,6 +258,7 @@ public sealed class VirtualMachine : IDisposable
                 LowerSchedulingWeight = Config.Cpus > Environment.ProcessorCount,
             };
             runner.Ended += OnVcpuEnded;
+            Pauses.Add(runner); // before its thread starts: a lease held now parks it before guest code
             _vcpus.Add(runner);
         }
         Volatile.Write(ref _startedVcpus, _vcpus.ToArray());
@@ -305,6 +313,8 @@ public sealed class VirtualMachine : IDisposable
 
     private void OnVcpuEnded(VcpuRunner runner)
     {
+        // Disposed while this thread was still running: the last thread out releases what they shared.
+        if (Volatile.Read(ref _releaseDeferred) != 0 && AllStartedVcpusEnded) ReleaseResources();
         switch (runner.State)
         {
             case VcpuState.Faulted when runner.Error is not null:
@@ -365,51 +375,73 @@ public sealed class VirtualMachine : IDisposable
         }
     }
 
-    /// <summary>Where every vCPU is: registers and the code at RIP, taken while they are paused (for timeouts and hangs).</summary>
+    /// <summary>Where every vCPU is: registers and the code at RIP, taken under a pause lease of its own (for timeouts and hangs).</summary>
     public string DescribeVcpus(TimeSpan timeout)
     {
         var text = new System.Text.StringBuilder();
+        using var lease = Pauses.Pause("describe vCPUs", timeout, out var late);
+        foreach (string where in late) text.AppendLine($"{where}: did not pause within {timeout.TotalSeconds:0.#} s");
         foreach (var runner in _vcpus)
         {
-            if (runner.Vcpu is not { } vcpu || runner.HasEnded)
+            if (runner.Vcpu is not { } vcpu || runner.HasEnded || runner.IsReleased)
             {
                 text.AppendLine($"vCPU {runner.Id}: {runner.State}");
                 continue;
             }
-            if (!runner.Pause(timeout))
-            {
-                text.AppendLine($"vCPU {runner.Id}: did not pause within {timeout.TotalSeconds:0.#} s");
-                continue;
-            }
-            try
-            {
-                text.Append(CpuStateReport.Capture(vcpu, Memory, $"{runner.State} after {runner.ExitCount} exits"));
-            }
-            finally
-            {
-                runner.Resume();
-            }
+            if (late.Count > 0 && runner.State != VcpuState.Paused) continue; // named above; its registers may be in use
+            text.Append(CpuStateReport.Capture(vcpu, Memory, $"{runner.State} after {runner.ExitCount} exits"));
         }
         return text.ToString();
     }
 
-    /// <summary>Pause every vCPU (bounded by <paramref name="timeout"/>); false if one did not pause.</summary>
-    public bool PauseAll(TimeSpan timeout) => _vcpus.Select(v => v.Pause(timeout)).ToList().All(paused => paused);
+    /// <summary>Pause every vCPU for <paramref name="holder"/> until the lease is disposed; throws <see cref="TimeoutException"/> (nothing paused) when one does not park in time.</summary>
+    public IPauseLease Pause(string holder, TimeSpan timeout) =>
+        Pauses.TryPause(holder, timeout, out var lease, out string? failure) ? lease : throw new TimeoutException(failure);
 
-    public void ResumeAll()
+    /// <summary>The vCPUs stuck in a userspace exit handler for longer than <paramref name="threshold"/>, described.</summary>
+    public IReadOnlyList<string> StalledVcpus(TimeSpan threshold)
     {
-        foreach (var runner in _vcpus) runner.Resume();
+        List<string>? stalled = null;
+        foreach (var runner in Volatile.Read(ref _startedVcpus))
+            if (runner.DescribeStall(threshold) is { } stall) (stalled ??= new()).Add(stall);
+        return stalled ?? (IReadOnlyList<string>)[];
     }
+
+    KvmSharp.Devices.Events.IEventLoop? IControlledMachine.EventLoop => Devices.StartedEventLoop;
+
+    void IControlledMachine.WaitForVcpuThreads() => WaitForVcpuThreads(VcpuExitGrace);
+
+    /// <summary>How long <see cref="Dispose"/> waits for the vCPU threads to leave; a thread still running then keeps what it uses (see <see cref="ResourcesReleased"/>).</summary>
+    public TimeSpan DisposeGrace { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// True once guest memory, the devices and the KVM VM are released: at <see cref="Dispose"/> when every vCPU
+    /// thread has ended, else when the last one ends (never under a running thread).
+    /// </summary>
+    public bool ResourcesReleased => Volatile.Read(ref _resourcesReleased) != 0;
+
+    private bool AllStartedVcpusEnded => _vcpus.All(v => !v.WasStarted || v.HasEnded);
 
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         End(VmOutcome.Stopped("disposed"));
-        foreach (var runner in _vcpus) runner.Dispose();
+        WaitForVcpuThreads(DisposeGrace);
+        // A runner whose thread is still inside (a device handler that does not return) keeps its kvm_run
+        // and fd until it leaves; guest memory, devices and the VM fd wait for the last such thread.
+        foreach (var runner in _vcpus) runner.Dispose(TimeSpan.Zero);
+        Volatile.Write(ref _releaseDeferred, 1);
+        if (AllStartedVcpusEnded) ReleaseResources(); // checked after the flag: a thread ending meanwhile releases them itself
+        else Config.Log?.Invoke($"vCPU threads {string.Join(", ", _vcpus.Where(v => v.WasStarted && !v.HasEnded).Select(v => v.Id))} did not stop within {DisposeGrace.TotalSeconds:0.#} s; the VM's memory and devices are released when they do");
+    }
+
+    private void ReleaseResources()
+    {
+        if (Interlocked.Exchange(ref _resourcesReleased, 1) != 0) return;
         Devices.Dispose();
         Kvm.Dispose();
         System.Dispose();
         foreach (var region in _regions) region.Dispose();
-        _ended.Dispose();
         Metrics.Dispose();
     }
 }

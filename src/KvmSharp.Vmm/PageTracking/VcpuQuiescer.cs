@@ -3,32 +3,14 @@ using KvmSharp.Vmm.Vcpus;
 
 namespace KvmSharp.Vmm.PageTracking;
 
-/// <summary>Quiesces a VM by pausing each of its vCPUs (nested pauses are counted per vCPU).</summary>
-public sealed class VcpuQuiescer(Func<IReadOnlyList<VcpuRunner>> vcpus) : IGuestQuiescer
+/// <summary>
+/// Quiesces a VM through its pause gate: each quiesce is a lease of its own (a carve's pause is never
+/// ended by an API resume, nor the other way round).
+/// </summary>
+public sealed class VcpuQuiescer(VcpuPauseGate gate, Func<IReadOnlyList<VcpuRunner>> vcpus) : IGuestQuiescer
 {
-    public bool TryQuiesce(TimeSpan timeout)
-    {
-        // Ask every vCPU first, then wait: the pause costs the slowest vCPU's time, not the sum.
-        var runners = vcpus();
-        var asked = new List<VcpuRunner>(runners.Count);
-        foreach (var runner in runners)
-            if (runner.BeginPause()) asked.Add(runner);
-        var paused = new List<VcpuRunner>(asked.Count);
-        bool complete = true;
-        foreach (var runner in asked)
-        {
-            if (runner.WaitPaused(timeout)) paused.Add(runner);
-            else if (!runner.HasEnded) complete = false;
-        }
-        if (complete) return true;
-        foreach (var undo in paused) undo.Resume();
-        return false;
-    }
-
-    public void Release()
-    {
-        foreach (var runner in vcpus()) runner.Resume();
-    }
+    public IDisposable? TryQuiesce(string holder, TimeSpan timeout) =>
+        gate.TryPause(holder, timeout, out var lease, out _) ? lease : null;
 
     public IDisposable EnterHostCall()
     {

@@ -9,8 +9,10 @@ namespace KvmSharp.Vmm.Vcpus;
 /// and stop work from any thread in bounded time, even while the guest spins inside KVM_RUN:
 /// the request is published, kvm_run.immediate_exit is set (covers a thread about to enter), and
 /// the thread gets the kick signal (covers a thread already inside, which returns EINTR).
+/// Pauses are taken only as leases from the VM's <see cref="VcpuPauseGate"/>; each lease counts once here.
+/// The kvm_run mapping and the vCPU fd are released only once the thread has left its loop.
 /// </summary>
-public sealed unsafe class VcpuRunner : IDisposable
+public sealed unsafe class VcpuRunner : IDisposable, IPausableVcpu
 {
     private const int RequestRun = 0, RequestPause = 1, RequestStopValue = 2;
 
@@ -27,8 +29,16 @@ public sealed unsafe class VcpuRunner : IDisposable
     private int _requested;
     private int _threadId;
     private bool _isPaused;
+    private bool _inLoop;
+    private bool _disposeRequested;
+    private bool _released;
     private int _pauseDepth;
     private int _hostCallDepth;
+    // When the exit handler running now started (Stopwatch ticks), 0 outside one: read by CheckProgress.
+    private long _handlerSince;
+    private uint _handlerExitReason;
+    // The last exit was a port or MMIO read whose data waits in kvm_run for the next KVM_RUN (vCPU thread only).
+    private bool _inputPending;
     [ThreadStatic] private static VcpuRunner? t_current;
     private IInstructionCompletion? _completion;
     private long _exitCount;
@@ -88,65 +98,97 @@ public sealed unsafe class VcpuRunner : IDisposable
     /// <summary>Wait until the vCPU exists and is configured (or failed to be).</summary>
     public bool WaitUntilReady(TimeSpan timeout) => _ready.Wait(timeout);
 
-    /// <summary>
-    /// Ask the vCPU to pause and wait until it has; false on timeout or when it already ended.
-    /// Pauses nest: each successful Pause needs one Resume. Called on the vCPU's own thread (from a
-    /// device or a hook) it returns at once: that thread is not running guest code anyway.
-    /// </summary>
-    public bool Pause(TimeSpan timeout) => BeginPause() && WaitPaused(timeout);
+    // ---- pause protocol (driven by VcpuPauseGate leases only) ----------------------------------
 
-    /// <summary>First half of <see cref="Pause"/>: ask and kick, without waiting (so many vCPUs can be asked at once).</summary>
-    public bool BeginPause()
+    /// <summary>Ask the vCPU to park (one more pause held) and kick it; false when its thread has ended.</summary>
+    bool IPausableVcpu.BeginPause()
     {
+        bool kick;
         lock (_gate)
         {
             if (HasEnded) return false;
             _pauseDepth++;
-            if (IsOwnThread) return true;
-            Volatile.Write(ref _requested, RequestPause);
+            if (IsOwnThread) return true; // this thread runs no guest code while it asks
+            kick = _requested == RequestRun; // an earlier pause already kicked it
+            if (kick) Volatile.Write(ref _requested, RequestPause);
         }
-        Kick();
+        if (kick) Kick();
         return true;
     }
 
-    /// <summary>Second half of <see cref="Pause"/>: wait until paused; on timeout the pause is withdrawn and false returned.</summary>
-    public bool WaitPaused(TimeSpan timeout)
+    /// <summary>Wait (until <paramref name="deadline"/>, Stopwatch ticks) until the vCPU runs no guest code: parked, in a host call, not yet in its loop, or ended.</summary>
+    bool IPausableVcpu.WaitParked(long deadline)
     {
-        var deadline = DateTime.UtcNow + timeout;
         lock (_gate)
         {
             if (IsOwnThread) return true;
             while (!IsQuiescent && !HasEnded)
             {
-                var left = deadline - DateTime.UtcNow;
-                if (left <= TimeSpan.Zero || !Monitor.Wait(_gate, left)) break;
+                long left = deadline - System.Diagnostics.Stopwatch.GetTimestamp();
+                if (left <= 0) return false;
+                Monitor.Wait(_gate, TimeSpan.FromTicks(Math.Max(1, left * TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency)));
             }
-            if (IsQuiescent) return true;
-            ReleasePause();
-            return false;
+            return true;
         }
     }
 
-    public void Resume()
+    /// <summary>Release one pause; the vCPU runs again when none is left.</summary>
+    void IPausableVcpu.ReleasePause()
     {
-        lock (_gate) ReleasePause();
-    }
-
-    // Caller holds _gate.
-    private void ReleasePause()
-    {
-        if (_pauseDepth == 0) return;
-        if (--_pauseDepth == 0 && _requested == RequestPause)
+        lock (_gate)
         {
-            Volatile.Write(ref _requested, RequestRun);
-            Monitor.PulseAll(_gate);
+            if (_pauseDepth == 0) return;
+            if (--_pauseDepth == 0 && _requested == RequestPause)
+            {
+                Volatile.Write(ref _requested, RequestRun);
+                Monitor.PulseAll(_gate);
+            }
         }
+    }
+
+    /// <summary>Pauses held on this vCPU now (one per lease).</summary>
+    public int PauseDepth
+    {
+        get { lock (_gate) return _pauseDepth; }
+    }
+
+    /// <summary>KVM_KVMCLOCK_CTRL while the vCPU runs no guest code; 0, -errno, or 1 when there was nothing to tell (ended, not created).</summary>
+    int IPausableVcpu.StopGuestClock()
+    {
+        lock (_gate)
+        {
+            if (_vcpu is null || _released || HasEnded || !IsQuiescent) return 1;
+            return _vcpu.KvmclockCtrl();
+        }
+    }
+
+    /// <summary>Where the vCPU is, for a pause that it did not honour in time.</summary>
+    string IPausableVcpu.DescribeNotParked()
+    {
+        long since = Volatile.Read(ref _handlerSince);
+        if (since != 0)
+            return $"vCPU {Id} is in the exit handler for {(KvmExitReason)Volatile.Read(ref _handlerExitReason)} since {System.Diagnostics.Stopwatch.GetElapsedTime(since).TotalSeconds:0.0} s";
+        return Volatile.Read(ref _threadId) == 0 ? $"vCPU {Id} is starting" : $"vCPU {Id} did not leave KVM_RUN after its kick";
+    }
+
+    /// <summary>
+    /// Whether this vCPU has been in one userspace exit handler for longer than <paramref name="threshold"/>
+    /// (a vCPU in KVM_RUN, parked or ended is fine), and if so, which exit and for how long.
+    /// </summary>
+    public string? DescribeStall(TimeSpan threshold)
+    {
+        long since = Volatile.Read(ref _handlerSince);
+        if (since == 0) return null;
+        var elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(since);
+        if (elapsed <= threshold || HasEnded) return null;
+        return $"vCPU {Id} has been in the exit handler for {(KvmExitReason)Volatile.Read(ref _handlerExitReason)} for {elapsed.TotalSeconds:0.0} s";
     }
 
     private bool IsOwnThread => _thread == Thread.CurrentThread;
 
-    // Paused in the run loop, or busy in a host call that cannot touch guest state unserialized.
-    private bool IsQuiescent => _isPaused || _hostCallDepth > 0;
+    // Paused in the run loop, busy in a host call that cannot touch guest state unserialized, or not yet
+    // in the loop (where a pending pause parks it before any guest code runs). Caller holds _gate.
+    private bool IsQuiescent => _isPaused || _hostCallDepth > 0 || !_inLoop;
 
     /// <summary>The runner whose thread is the calling thread, if any.</summary>
     public static VcpuRunner? Current => t_current;
@@ -203,10 +245,16 @@ public sealed unsafe class VcpuRunner : IDisposable
 
     private void Kick()
     {
-        kvm_run* run = _run;
-        if (run != null) Volatile.Write(ref run->immediate_exit, (byte)1);
-        int tid = Volatile.Read(ref _threadId);
-        if (tid != 0 && !HasEnded) VcpuKickSignal.Kick(tid);
+        int tid;
+        lock (_gate)
+        {
+            // Under the lock: the thread releases kvm_run only after it ended, and marks that here first.
+            if (_released || HasEnded) return;
+            kvm_run* run = _run;
+            if (run != null) Volatile.Write(ref run->immediate_exit, (byte)1);
+            tid = Volatile.Read(ref _threadId);
+        }
+        if (tid != 0) VcpuKickSignal.Kick(tid);
     }
 
     private void ThreadMain()
@@ -235,12 +283,17 @@ public sealed unsafe class VcpuRunner : IDisposable
         {
             _ready.Set();
             Volatile.Write(ref _threadId, 0);
+            Volatile.Write(ref _handlerSince, 0);
+            bool releaseNow;
             lock (_gate)
             {
                 _ended.Set();
                 Monitor.PulseAll(_gate);
+                releaseNow = _disposeRequested;
             }
             Ended?.Invoke(this);
+            // Disposed while this thread was still running: the vCPU was left for this thread to release.
+            if (releaseNow) ReleaseVcpu();
         }
     }
 
@@ -248,6 +301,8 @@ public sealed unsafe class VcpuRunner : IDisposable
     {
         kvm_run* run = vcpu.Run;
         VcpuExitCounters counters = Counters;
+        // From here on a pause parks this thread before it runs guest code (seen under the lock by WaitParked).
+        lock (_gate) _inLoop = true;
         while (true)
         {
             // An instruction being completed finishes before any pause or stop is honoured.
@@ -255,14 +310,23 @@ public sealed unsafe class VcpuRunner : IDisposable
             {
                 int request = Volatile.Read(ref _requested);
                 if (request == RequestStopValue) return VcpuState.Stopped;
-                if (request == RequestPause && !WaitWhilePaused()) return VcpuState.Stopped;
+                if (request == RequestPause)
+                {
+                    // The exit just handled was a read whose data waits in kvm_run: KVM completes the
+                    // instruction on the next KVM_RUN and, with immediate_exit set, returns EINTR at once.
+                    // Parking only after that means a pause never holds a half-done `in` or MMIO read.
+                    if (_inputPending) Volatile.Write(ref run->immediate_exit, (byte)1);
+                    else if (!WaitWhilePaused()) return VcpuState.Stopped;
+                }
             }
             else Volatile.Write(ref run->immediate_exit, (byte)1);
 
             State = VcpuState.Running;
             long runStartedAt = counters.RunStarting();
+            Volatile.Write(ref _handlerSince, 0);
             int result = vcpu.RunOnce();
             long handlerStartedAt = counters.RunReturned(runStartedAt);
+            _inputPending = false;
             if (result < 0)
             {
                 if (result == -Errno.EINTR || result == -Errno.EAGAIN)
@@ -277,11 +341,14 @@ public sealed unsafe class VcpuRunner : IDisposable
             }
 
             _exitCount++;
+            Volatile.Write(ref _handlerExitReason, run->exit_reason);
+            Volatile.Write(ref _handlerSince, handlerStartedAt);
             VcpuExitAction action = _dispatcher.Dispatch(Id, run, counters);
             counters.ExitHandled(run->exit_reason, handlerStartedAt);
             switch (action)
             {
                 case VcpuExitAction.Continue:
+                    _inputPending = IsPendingInput(run);
                     continue;
                 case VcpuExitAction.Halt:
                     CompleteInstruction();
@@ -293,6 +360,19 @@ public sealed unsafe class VcpuRunner : IDisposable
                     return VcpuState.Faulted;
             }
         }
+    }
+
+    // A port `in` or an MMIO read: KVM writes the data that is now in kvm_run to the guest on the next KVM_RUN.
+    private static bool IsPendingInput(kvm_run* run)
+    {
+        var reason = (KvmExitReason)run->exit_reason;
+        byte* union = (byte*)run + kvm_run.ExitUnionOffset;
+        return reason switch
+        {
+            KvmExitReason.KVM_EXIT_IO => ((kvm_run_io*)union)->direction == KvmRunIoDirection.KVM_EXIT_IO_IN,
+            KvmExitReason.KVM_EXIT_MMIO => ((kvm_run_mmio*)union)->is_write == 0,
+            _ => false,
+        };
     }
 
     private void CompleteInstruction()
@@ -308,6 +388,7 @@ public sealed unsafe class VcpuRunner : IDisposable
         lock (_gate)
         {
             State = VcpuState.Paused;
+            Volatile.Write(ref _handlerSince, 0);
             _isPaused = true;
             Monitor.PulseAll(_gate);
             while (_requested == RequestPause) Monitor.Wait(_gate);
@@ -316,13 +397,42 @@ public sealed unsafe class VcpuRunner : IDisposable
         }
     }
 
-    public void Dispose()
+    /// <summary>True once the vCPU fd and its kvm_run mapping are released (never while the thread runs).</summary>
+    public bool IsReleased
     {
-        if (_thread is not null && !HasEnded) Stop(TimeSpan.FromSeconds(5));
-        _thread?.Join(TimeSpan.FromSeconds(5));
-        _run = null;
-        _vcpu?.Dispose();
-        _ended.Dispose();
-        _ready.Dispose();
+        get { lock (_gate) return _released; }
+    }
+
+    public void Dispose() => Dispose(TimeSpan.FromSeconds(5));
+
+    /// <summary>
+    /// Stop the thread (waiting up to <paramref name="wait"/>) and release the vCPU. A thread that has not
+    /// ended by then (stuck in a device, say) keeps its kvm_run mapping and fd: it releases them itself
+    /// when it leaves, so nothing is ever unmapped under it.
+    /// </summary>
+    public void Dispose(TimeSpan wait)
+    {
+        if (WasStarted && !HasEnded) Stop(wait);
+        lock (_gate)
+        {
+            if (_disposeRequested) return;
+            _disposeRequested = true;
+            if (WasStarted && !HasEnded) return;
+        }
+        _thread?.Join(TimeSpan.FromSeconds(1)); // it has ended its loop; let it finish returning
+        ReleaseVcpu();
+    }
+
+    private void ReleaseVcpu()
+    {
+        KvmVcpu? vcpu;
+        lock (_gate)
+        {
+            if (_released) return;
+            _released = true;
+            _run = null;
+            vcpu = _vcpu;
+        }
+        vcpu?.Dispose();
     }
 }

@@ -30,8 +30,26 @@ public static unsafe class InputFiles
             return null;
         }
         if (errno != Errno.ENOENT) return $"cannot look at the file: {Errno.Describe(errno)}";
+        return WhyNotCreatable(path);
+    }
+
+    /// <summary>
+    /// Null when a unix socket can listen at <paramref name="path"/>: nothing there, or a stale socket
+    /// (replaced), in an existing, writable directory. Otherwise why not. Nothing is created here.
+    /// </summary>
+    public static string? WhyNoSocket(string path)
+    {
+        if (path.Length == 0) return "give the path of a socket";
+        if (Stat(path, out stat status, out int errno))
+            return S_ISSOCK(status.st_mode) ? WhyNotCreatable(path) : "exists and is not a socket; remove it or give another path";
+        if (errno != Errno.ENOENT) return $"cannot look at the file: {Errno.Describe(errno)}";
+        return WhyNotCreatable(path);
+    }
+
+    private static string? WhyNotCreatable(string path)
+    {
         string directory = Path.GetDirectoryName(Path.GetFullPath(path)) ?? "/";
-        if (!Stat(directory, out stat parent, out errno))
+        if (!Stat(directory, out stat parent, out int errno))
             return errno == Errno.ENOENT ? $"the directory {directory} does not exist" : $"cannot look at {directory}: {Errno.Describe(errno)}";
         if (!S_ISDIR(parent.st_mode)) return $"{directory} is not a directory";
         if (Access(directory, W_OK | X_OK) is int denied and not 0) return $"cannot create a file in {directory}: {Errno.Describe(denied)}";

@@ -51,15 +51,15 @@ public sealed class RunOptions
     public string? Console { get; set; }
 
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
-    private IReadOnlyList<string> _drives = [];
+    private readonly Dictionary<RunSetting, IReadOnlyList<string>> _lists = new();
 
-    /// <summary>The values of a repeatable setting (--drive), in order.</summary>
-    public IReadOnlyList<string> List(RunSetting setting) => setting == RunSetting.Drive ? _drives : [];
+    /// <summary>The values of a repeatable setting (--drive, --port, ...), in order.</summary>
+    public IReadOnlyList<string> List(RunSetting setting) => _lists.TryGetValue(setting, out var values) ? values : [];
 
     public void SetList(RunSetting setting, IReadOnlyList<string> values)
     {
-        if (setting != RunSetting.Drive) throw new ArgumentException($"{setting.Name} is not a repeatable setting", nameof(setting));
-        _drives = values;
+        if (!setting.IsRepeatable) throw new ArgumentException($"{setting.Name} is not a repeatable setting", nameof(setting));
+        _lists[setting] = values;
     }
 
     /// <summary>Validate against this host's RAM (MemTotal).</summary>
@@ -130,6 +130,7 @@ public sealed class RunOptions
             Drives = virtio.Drives,
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
+            Ports = virtio.Ports,
         };
     }
 

@@ -35,6 +35,8 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting Track = new("--track", "Track", "RANGES", "Audit guest writes to these guest-physical RAM ranges: GPA, GPA-GPA (end exclusive) or GPA+SIZE, comma-separated");
     public static readonly RunSetting Drive = new("--drive", "Drive", Devices.Virtio.Block.DriveSpec.Syntax,
         "A raw disk image as a virtio-blk disk of a Linux guest; repeatable: vda, vdb, ... in order (settings: a list)", IsRepeatable: true);
+    public static readonly RunSetting Port = new("--port", "Port", Devices.Virtio.Console.ConsolePortSpec.Syntax,
+        "A named virtio-console port of a Linux guest (/dev/vportNpM, named NAME in /sys/class/virtio-ports): path=FILE takes its output, socket=PATH listens for one client both ways; repeatable (settings: a list)", IsRepeatable: true);
     public static readonly RunSetting NoRng = new("--no-rng", "NoRng", "true|false", "No virtio-rng entropy device (a Linux guest has one by default)", IsSwitch: true);
     public static readonly RunSetting Console = new("--console", "Console", "serial|virtio",
         "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
@@ -42,5 +44,5 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
-        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, NoRng, Console, KvmDevice];
+        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, Port, NoRng, Console, KvmDevice];
 }

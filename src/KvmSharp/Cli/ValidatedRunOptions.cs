@@ -20,6 +20,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>A virtio-rng device (Linux guests; off with --no-rng).</summary>
     public bool Rng { get; init; }
 
+    /// <summary>Named virtio-console ports (--port), in order.</summary>
+    public IReadOnlyList<Devices.Virtio.Console.ConsolePortSpec> Ports { get; init; } = [];
+
     /// <summary>--console virtio: the Linux console on hvc0.</summary>
     public bool VirtioConsole { get; init; }
 

@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Cli;
 
-/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio) and virtio-rng (unless --no-rng).</summary>
+/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio, --port) and virtio-rng (unless --no-rng).</summary>
 internal static class VirtioDeviceAttachments
 {
     public static IReadOnlyList<DeviceAttachment> For(ValidatedRunOptions options)
@@ -20,7 +20,8 @@ internal static class VirtioDeviceAttachments
             steps.Add(PciAttachments.Virtio($"virtio-blk{i} ({spec.DisplayName})",
                 machine => new VirtioBlock(BlockImage.Open(spec), machine.LoggerFactory.CreateLogger<VirtioBlock>())));
         }
-        if (options.VirtioConsole) steps.Add(PciAttachments.VirtioConsole());
+        // Named ports need the multiport console too; its hvc0 takes the typed input only with --console virtio.
+        if (options.VirtioConsole || options.Ports.Count > 0) steps.Add(PciAttachments.VirtioConsole(options.Ports, takesConsoleInput: options.VirtioConsole));
         if (options.Rng) steps.Add(PciAttachments.Virtio("virtio-rng", machine => new VirtioRng(machine.LoggerFactory.CreateLogger<VirtioRng>())));
         return steps;
     }

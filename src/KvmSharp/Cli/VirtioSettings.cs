@@ -1,4 +1,5 @@
 using KvmSharp.Devices.Virtio.Block;
+using KvmSharp.Devices.Virtio.Console;
 
 namespace KvmSharp.Cli;
 
@@ -9,7 +10,7 @@ namespace KvmSharp.Cli;
 /// </summary>
 internal static class VirtioSettings
 {
-    public sealed record Result(IReadOnlyList<DriveSpec> Drives, bool Rng, bool VirtioConsole);
+    public sealed record Result(IReadOnlyList<DriveSpec> Drives, bool Rng, bool VirtioConsole, IReadOnlyList<ConsolePortSpec> Ports);
 
     public static Result Validate(RunOptions options, bool linux)
     {
@@ -46,8 +47,35 @@ internal static class VirtioSettings
             }
             drives.Add(spec);
         }
-        return new Result(drives, Rng: linux && !noRng, virtioConsole);
+        return new Result(drives, Rng: linux && !noRng, virtioConsole, ValidatePorts(options, linux));
     }
+
+    // Each --port: its syntax, a name given once, and a host side the VM can open (nothing is created here).
+    private static List<ConsolePortSpec> ValidatePorts(RunOptions options, bool linux)
+    {
+        var texts = options.List(RunSetting.Port);
+        if (!linux && texts.Count > 0) throw new OptionsException(RunSetting.Port, texts[0], "--port only applies with --kernel (virtio devices are for Linux guests)");
+        if (texts.Count > VirtioConsole.MaxNamedPorts) throw new OptionsException(RunSetting.Port, texts[^1], $"at most {VirtioConsole.MaxNamedPorts} ports; give fewer");
+        var ports = new List<ConsolePortSpec>();
+        var hostPaths = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string text in texts)
+        {
+            if (!ConsolePortSpec.TryParse(text, out var spec, out string? error)) throw new OptionsException(RunSetting.Port, text, StripFlag(error!));
+            if (ports.Any(p => p.Name == spec!.Name)) throw new OptionsException(RunSetting.Port, text, $"name={spec!.Name} is given twice; give each port its own name");
+            string hostPath = Path.GetFullPath(spec!.FilePath ?? spec.SocketPath!);
+            if (!hostPaths.Add(hostPath)) throw new OptionsException(RunSetting.Port, text, $"{hostPath} is used by another port; give each port its own file or socket");
+            if (HostSideProblem(spec, hostPath) is { } problem) throw new OptionsException(RunSetting.Port, text, problem);
+            ports.Add(spec);
+        }
+        return ports;
+    }
+
+    private static string? HostSideProblem(ConsolePortSpec spec, string hostPath) => spec.FilePath is not null
+        ? InputFiles.WhyNotWritable(hostPath) is { } file ? $"path={hostPath} {file}" : null
+        : InputFiles.WhyNoSocket(hostPath) is { } socket ? $"socket={hostPath} {socket}" : null;
+
+    // ConsolePortSpec's messages start with "--port: " or "--port NAME: "; the OptionsException names the setting itself.
+    private static string StripFlag(string message) => message.StartsWith("--port: ", StringComparison.Ordinal) ? message["--port: ".Length..] : message;
 
     // BlockImageException already starts with "--drive file=PATH: "; the OptionsException names the setting itself.
     private static string WithoutDrivePrefix(string message, string path)

@@ -47,14 +47,14 @@ public sealed class VcpuControlTests
         var runner = vm.Vcpus[0];
 
         var clock = Stopwatch.StartNew();
-        Assert.True(runner.Pause(Bound), "pause did not complete");
+        var lease = vm.Pause("test", Bound);
         Assert.True(clock.Elapsed < Bound);
         Assert.Equal(VcpuState.Paused, runner.State);
         ulong paused = Counter(vm);
         Thread.Sleep(50);
         Assert.Equal(paused, Counter(vm));
 
-        runner.Resume();
+        lease.Dispose();
         WaitForProgress(vm);
         Assert.Equal(VcpuState.Running, runner.State);
 
@@ -73,8 +73,8 @@ public sealed class VcpuControlTests
         var runner = vm.Vcpus[0];
         for (int i = 0; i < 200; i++)
         {
-            Assert.True(runner.Pause(Bound), $"pause {i} did not complete");
-            runner.Resume();
+            Assert.True(vm.Pauses.TryPause("test", Bound, out var lease, out string? failure), $"pause {i} did not complete: {failure}");
+            lease.Dispose();
         }
         WaitForProgress(vm);
         Assert.True(runner.Stop(Bound));
@@ -87,8 +87,7 @@ public sealed class VcpuControlTests
         vm.Start();
         WaitForProgress(vm, 0);
         WaitForProgress(vm, 1);
-        Assert.True(vm.PauseAll(Bound));
-        vm.ResumeAll();
+        vm.Pause("test", Bound).Dispose();
         vm.Stop("test");
         Assert.True(vm.WaitForExit(Bound, out var outcome));
         Assert.Equal(VmExitKind.Stopped, outcome!.Kind);

@@ -47,6 +47,12 @@ public sealed unsafe class BlockImage : IDisposable
     /// <summary>The file supports fallocate(PUNCH_HOLE) (probed at open past the end of file, which changes nothing): discard is offered.</summary>
     public bool CanPunchHoles { get; }
 
+    /// <summary>
+    /// Discard is offered: a file with holes (<see cref="CanPunchHoles"/>), or a block device whose queue
+    /// discards (sysfs discard_max_bytes &gt; 0). A discarded range of a block device need not read back as zeros.
+    /// </summary>
+    public bool CanDiscard { get; private init; }
+
     /// <summary>GET_ID's answer: the serial's ASCII bytes (at most 20).</summary>
     public ReadOnlySpan<byte> SerialBytes => _serial;
 
@@ -111,7 +117,8 @@ public sealed unsafe class BlockImage : IDisposable
             }
 
             bool canPunch = !spec.ReadOnly && !isBlockDevice && ProbePunchHole(fd, length);
-            return new BlockImage(spec, handle, length, isBlockDevice, canPunch);
+            bool canDiscard = canPunch || (!spec.ReadOnly && isBlockDevice && BlockDeviceDiscards(status.st_rdev));
+            return new BlockImage(spec, handle, length, isBlockDevice, canPunch) { CanDiscard = canDiscard };
         }
         catch
         {
@@ -176,17 +183,63 @@ public sealed unsafe class BlockImage : IDisposable
         return result == 0 ? 0 : errno;
     }
 
+    /// <summary>Discard <c>[offset, offset + length)</c>: a punched hole in a file, BLKDISCARD on a block device. 0, or the errno.</summary>
+    public int Discard(long offset, long length)
+        => IsBlockDevice ? BlockRangeIoctl(BlockSyscalls.BLKDISCARD, offset, length) : PunchHole(offset, length);
+
+    private int BlockRangeIoctl(uint request, long offset, long length)
+    {
+        ulong* range = stackalloc ulong[2];
+        range[0] = (ulong)offset;
+        range[1] = (ulong)length;
+        int result;
+        do
+        {
+            result = BlockSyscalls.ioctl(Descriptor, request, range);
+        }
+        while (result < 0 && errno == EINTR);
+
+        return result == 0 ? 0 : errno;
+    }
+
+    // A block device (or partition) discards when its queue says so; a partition's queue is its disk's.
+    private static bool BlockDeviceDiscards(ulong device)
+    {
+        uint major = (uint)(((device >> 8) & 0xFFF) | ((device >> 32) & ~0xFFFUL));
+        uint minor = (uint)((device & 0xFF) | ((device >> 12) & ~0xFFUL));
+        string node = $"/sys/dev/block/{major}:{minor}";
+        foreach (string path in new[] { $"{node}/queue/discard_max_bytes", $"{node}/../queue/discard_max_bytes" })
+        {
+            try
+            {
+                if (File.Exists(path)) return ulong.TryParse(File.ReadAllText(path).Trim(), out ulong max) && max > 0;
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+        }
+
+        return false;
+    }
+
     /// <summary>Deallocate <c>[offset, offset + length)</c>; it reads back as zeros. 0, or the errno (EOPNOTSUPP where unsupported).</summary>
     public int PunchHole(long offset, long length)
         => Fallocate(BlockSyscalls.FALLOC_FL_PUNCH_HOLE | BlockSyscalls.FALLOC_FL_KEEP_SIZE, offset, length);
 
     /// <summary>
     /// Make <c>[offset, offset + length)</c> read back as zeros: fallocate(ZERO_RANGE) where the file supports
-    /// it, else a punched hole when <paramref name="mayUnmap"/> allows, else written zeros. 0, or the errno.
+    /// it, else a punched hole when <paramref name="mayUnmap"/> allows, BLKZEROOUT on a block device, else written zeros. 0, or the errno.
     /// </summary>
     public int WriteZeroes(long offset, long length, bool mayUnmap)
     {
         if (mayUnmap && CanPunchHoles && PunchHole(offset, length) == 0)
+        {
+            return 0;
+        }
+
+        // The kernel uses the device's WRITE ZEROES where it has one and writes zeros otherwise.
+        if (IsBlockDevice && BlockRangeIoctl(BlockSyscalls.BLKZEROOUT, offset, length) == 0)
         {
             return 0;
         }

@@ -163,7 +163,7 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
 
     private VirtioBlockStatus Ranges(DescriptorChain chain, IGuestMemory memory, bool discard, ulong payloadLength)
     {
-        if (discard ? !_image.CanPunchHoles : _image.ReadOnly)
+        if (discard ? !_image.CanDiscard : _image.ReadOnly)
         {
             return VirtioBlockStatus.VIRTIO_BLK_S_UNSUPP;
         }
@@ -202,7 +202,7 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
                 continue;
             }
 
-            int result = discard ? _image.PunchHole(offset, length) : _image.WriteZeroes(offset, length, unmap);
+            int result = discard ? _image.Discard(offset, length) : _image.WriteZeroes(offset, length, unmap);
             if (result != 0)
             {
                 return Status(result);

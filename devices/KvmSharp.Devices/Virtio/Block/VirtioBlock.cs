@@ -113,7 +113,7 @@ public sealed class VirtioBlock : IVirtioDevice, IDeviceIoStatistics
             features |= Bit(VirtioBlockFeatures.VIRTIO_BLK_F_WRITE_ZEROES);
         }
 
-        if (image.CanPunchHoles)
+        if (image.CanDiscard)
         {
             features |= Bit(VirtioBlockFeatures.VIRTIO_BLK_F_DISCARD);
         }
@@ -134,7 +134,7 @@ public sealed class VirtioBlock : IVirtioDevice, IDeviceIoStatistics
             wce = (byte)(Volatile.Read(ref _writeThrough) ? 0 : 1),
             num_queues = 1,
         };
-        if (_image.CanPunchHoles)
+        if (_image.CanDiscard)
         {
             config.max_discard_sectors = BlockRequestExecutor.MaxRangeSectors;
             config.max_discard_seg = BlockRequestExecutor.MaxRanges;
