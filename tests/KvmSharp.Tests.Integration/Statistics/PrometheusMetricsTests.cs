@@ -1,6 +1,7 @@
 using KvmSharp.Devices.Bus;
 using KvmSharp.Memory.PageTracking;
 using KvmSharp.Tests.Integration.Infrastructure;
+using KvmSharp.Vmm.Lifecycle;
 using KvmSharp.Vmm.Machine;
 using KvmSharp.Vmm.Statistics;
 using Xunit;
@@ -58,5 +59,40 @@ public sealed class PrometheusMetricsTests
         Assert.Equal(0, Assert.Single(families["kvmsharp_vm_page_track_notifier_faults_total"].Samples).Value);
         Assert.Equal(0, Assert.Single(families["kvmsharp_vm_pause_time_seconds_total"].Samples).Value);
         Assert.Contains("# TYPE kvmsharp_vm_exits_total counter\n", text);
+    }
+
+    [KvmFact]
+    public async Task Pause_time_from_the_controllers_pauses_appears()
+    {
+        var gate = new BlockingDevice(1) { GiveUpAfter = TimeSpan.FromSeconds(30) };
+        using var controller = new VmController(TestGuest.Create(TestGuest.LongMode(a =>
+        {
+            var loop = a.CreateLabel();
+            a.Label(ref loop);
+            a.mov(edx, CountedPort);
+            a.@in(eax, dx); // blocks until the test releases it, then exits
+            TestGuest.ExitWith(a, 0);
+        }), memory: 4UL << 20), "paused");
+        controller.Machine.PortBus.Register(CountedPort, 4, gate, "gate");
+        try
+        {
+            await controller.StartAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(gate.WaitEntered(TimeSpan.FromSeconds(30)));
+            var pausing = controller.PauseAsync("test");
+            gate.Release(); // the vCPU completes its read, then parks
+            using (await pausing.WaitAsync(TimeSpan.FromSeconds(30))) Thread.Sleep(200);
+        }
+        finally
+        {
+            gate.Release();
+        }
+        await controller.Completion.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(SpinWait.SpinUntil(() => controller.Machine.Metrics.Pauses.Pauses == 1, TimeSpan.FromSeconds(10))); // events arrive off-thread
+
+        var families = PrometheusTextParser.Parse(PrometheusText.Collect(controller.Machine.Metrics));
+
+        Assert.Equal(1, Assert.Single(families["kvmsharp_vm_pauses_total"].Samples).Value);
+        double paused = Assert.Single(families["kvmsharp_vm_pause_time_seconds_total"].Samples).Value;
+        Assert.InRange(paused, 0.15, 30);
     }
 }
