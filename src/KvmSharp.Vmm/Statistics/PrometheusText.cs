@@ -59,25 +59,48 @@ public static class PrometheusText
         }
 
         foreach (var family in order.OrderBy(f => f.Name, StringComparer.Ordinal))
+            WriteFamily(writer, family.Name, family.Help, family.IsCounter ? "counter" : "gauge", family.Samples);
+    }
+
+    /// <summary>The same as <see cref="Write(TextWriter, Meter)"/>, appended to <paramref name="text"/>.</summary>
+    public static void Write(Meter meter, StringBuilder text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        Write(new StringWriter(text, CultureInfo.InvariantCulture) { NewLine = "\n" }, meter);
+    }
+
+    /// <summary>
+    /// A gauge family that is no instrument (the API's kvmsharp_vm_state): <paramref name="name"/> must be a valid
+    /// metric name; labels and help are escaped as for the instruments.
+    /// </summary>
+    public static void WriteGauge(StringBuilder text, string name, string help, IEnumerable<(KeyValuePair<string, object?>[] Labels, double Value)> samples)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        ArgumentNullException.ThrowIfNull(samples);
+        if (Sanitize(name, allowColon: true) != name) throw new ArgumentException($"'{name}' is not a Prometheus metric name", nameof(name));
+        WriteFamily(new StringWriter(text, CultureInfo.InvariantCulture) { NewLine = "\n" }, name, help, "gauge",
+            samples.Select(sample => (Labels(sample.Labels), sample.Value)));
+    }
+
+    private static void WriteFamily(TextWriter writer, string name, string help, string type, IEnumerable<(string Labels, double Value)> samples)
+    {
+        writer.Write("# HELP ");
+        writer.Write(name);
+        writer.Write(' ');
+        writer.Write(EscapeHelp(help));
+        writer.Write('\n');
+        writer.Write("# TYPE ");
+        writer.Write(name);
+        writer.Write(' ');
+        writer.Write(type);
+        writer.Write('\n');
+        foreach (var (labels, value) in samples)
         {
-            writer.Write("# HELP ");
-            writer.Write(family.Name);
+            writer.Write(name);
+            writer.Write(labels);
             writer.Write(' ');
-            writer.Write(EscapeHelp(family.Help));
+            writer.Write(FormatValue(value));
             writer.Write('\n');
-            writer.Write("# TYPE ");
-            writer.Write(family.Name);
-            writer.Write(' ');
-            writer.Write(family.IsCounter ? "counter" : "gauge");
-            writer.Write('\n');
-            foreach (var (labels, value) in family.Samples)
-            {
-                writer.Write(family.Name);
-                writer.Write(labels);
-                writer.Write(' ');
-                writer.Write(FormatValue(value));
-                writer.Write('\n');
-            }
         }
     }
 

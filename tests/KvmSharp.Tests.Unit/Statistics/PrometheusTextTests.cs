@@ -115,6 +115,24 @@ public sealed class PrometheusTextTests
     }
 
     [Fact]
+    public void A_gauge_family_that_is_no_instrument_and_a_meter_append_to_one_text()
+    {
+        using var meter = new Meter($"test.{Guid.NewGuid():N}");
+        meter.CreateObservableCounter("kvmsharp.vm.exits", () => 3L, unit: "{exit}");
+        var text = new System.Text.StringBuilder();
+        PrometheusText.WriteGauge(text, "kvmsharp_vm_state", "1 for the state the VM is in",
+            [([new("state", "Running")], 1.0), ([new("state", "Paused \"x\"")], 0.0)]);
+        PrometheusText.Write(meter, text);
+
+        var families = PrometheusTextParser.Parse(text.ToString());
+
+        Assert.Equal(1, families["kvmsharp_vm_state"].Samples.Single(s => s.Labels["state"] == "Running").Value);
+        Assert.Equal(0, families["kvmsharp_vm_state"].Samples.Single(s => s.Labels["state"] == "Paused \"x\"").Value);
+        Assert.Equal(3, Assert.Single(families["kvmsharp_vm_exits_total"].Samples).Value);
+        Assert.Throws<ArgumentException>(() => PrometheusText.WriteGauge(text, "kvmsharp.vm.state", "", []));
+    }
+
+    [Fact]
     public void The_parser_rejects_what_a_scraper_would()
     {
         Assert.Throws<FormatException>(() => PrometheusTextParser.Parse("x 1\n")); // no TYPE
