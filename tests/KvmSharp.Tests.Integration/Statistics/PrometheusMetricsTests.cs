@@ -67,13 +67,16 @@ public sealed class PrometheusMetricsTests
         var gate = new BlockingDevice(1) { GiveUpAfter = TimeSpan.FromSeconds(30) };
         using var controller = new VmController(TestGuest.Create(TestGuest.LongMode(a =>
         {
-            var loop = a.CreateLabel();
-            a.Label(ref loop);
             a.mov(edx, CountedPort);
-            a.@in(eax, dx); // blocks until the test releases it, then exits
-            TestGuest.ExitWith(a, 0);
+            a.@in(eax, dx); // blocks until the test releases it
+            var spin = a.CreateLabel();
+            a.Label(ref spin);
+            a.pause();
+            a.jmp(spin); // runs (without exits) until the test stops it
         }), memory: 4UL << 20), "paused");
         controller.Machine.PortBus.Register(CountedPort, 4, gate, "gate");
+        var events = new System.Collections.Concurrent.ConcurrentQueue<VmEvent>();
+        using var watching = controller.Subscribe(events.Enqueue);
         try
         {
             await controller.StartAsync().WaitAsync(TimeSpan.FromSeconds(30));
@@ -86,6 +89,7 @@ public sealed class PrometheusMetricsTests
         {
             gate.Release();
         }
+        await controller.StopAsync("the test is done").WaitAsync(TimeSpan.FromSeconds(30));
         await controller.Completion.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.True(SpinWait.SpinUntil(() => controller.Machine.Metrics.Pauses.Pauses == 1, TimeSpan.FromSeconds(10))); // events arrive off-thread
 
@@ -93,6 +97,6 @@ public sealed class PrometheusMetricsTests
 
         Assert.Equal(1, Assert.Single(families["kvmsharp_vm_pauses_total"].Samples).Value);
         double paused = Assert.Single(families["kvmsharp_vm_pause_time_seconds_total"].Samples).Value;
-        Assert.InRange(paused, 0.15, 30);
+        Assert.True(paused is >= 0.15 and <= 30, $"paused {paused} s; events: {string.Join(", ", events.Select(e => $"{e.Kind}@{e.Time:HH:mm:ss.ffffff}"))}");
     }
 }

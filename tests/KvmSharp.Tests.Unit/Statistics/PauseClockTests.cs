@@ -34,6 +34,18 @@ public sealed class PauseClockTests
     }
 
     [Fact]
+    public void Pauses_are_timed_by_when_their_events_happened_not_when_they_were_delivered()
+    {
+        var clock = new PauseClock();
+        var start = DateTimeOffset.UtcNow - TimeSpan.FromSeconds(10);
+        clock.OnPaused(start);
+        clock.OnRunning(start + TimeSpan.FromSeconds(2.5)); // both delivered just now
+        Assert.Equal(TimeSpan.FromSeconds(2.5), clock.Total);
+        clock.OnRunning(start + TimeSpan.FromSeconds(5)); // not paused: nothing to add
+        Assert.Equal(TimeSpan.FromSeconds(2.5), clock.Total);
+    }
+
+    [Fact]
     public void A_vm_already_paused_when_observed_counts_from_then()
     {
         var clock = new PauseClock();
