@@ -3,6 +3,7 @@ using KvmSharp.Api;
 using KvmSharp.Caps;
 using KvmSharp.Cli;
 using KvmSharp.Hosting;
+using KvmSharp.Systemd;
 using KvmSharp.Vmm.Statistics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -107,7 +108,8 @@ public static class Program
         // The serial console owns stdout; every log line goes to stderr.
         builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Logging.AddSimpleConsole(console => console.SingleLine = true);
-        builder.Services.AddSystemd();
+        // READY=1 when the VM runs; --wait-for-start (the VM waits for InstanceStart) is ready when the host (the API) has started.
+        SystemdNotifications.Add(builder.Services, validated.Api?.WaitForStart == true ? SystemdReadiness.WhenHostStarts : SystemdReadiness.WhenVmRuns, active);
         PrecompiledHostServices.Add(builder.Services);
         builder.Services.AddHostedService(services =>
         {

@@ -1,10 +1,12 @@
 using KvmSharp.Devices.Bus;
 using KvmSharp.Devices.Pci;
+using KvmSharp.Devices.Statistics;
 using KvmSharp.Devices.Virtio;
 using KvmSharp.Devices.Virtio.Console;
 using KvmSharp.Devices.Virtio.Transport;
 using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Machine;
+using KvmSharp.Vmm.Statistics;
 using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Vmm.Devices;
@@ -71,5 +73,6 @@ public static class PciAttachments
         }
         machine.Own(function); // disposes the device too
         bus.Attach(function);
+        if (device is IDeviceIoStatistics counted) machine.DeviceIo.Add(new DeviceIoSource(name, device.DeviceType.ToString().ToLowerInvariant(), counted.Io));
     });
 }

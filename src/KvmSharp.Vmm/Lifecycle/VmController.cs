@@ -47,6 +47,7 @@ public sealed partial class VmController : IVmController
     public VmController(VirtualMachine machine, string? id = null, ILogger<VmController>? logger = null)
         : this(machine ?? throw new ArgumentNullException(nameof(machine)), machine, id, logger)
     {
+        machine.Metrics.Pauses.Observe(this); // kvmsharp.vm.pause_time, for the controller's life
     }
 
     internal VmController(IControlledMachine machine, VirtualMachine? vm, string? id, ILogger? logger)

@@ -8,6 +8,7 @@ using KvmSharp.Vmm.Boot.Acpi;
 using KvmSharp.Vmm.Devices;
 using KvmSharp.Vmm.Machine.Allocation;
 using KvmSharp.Vmm.Memory;
+using KvmSharp.Vmm.Statistics;
 using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Vmm.Machine;
@@ -56,6 +57,9 @@ public sealed class MachineContext
 
     /// <summary>PCI bus 0, once <see cref="PciAttachments.Root"/> attached it.</summary>
     public PciRootBus? PciBus { get; set; }
+
+    /// <summary>The devices that count their I/O, by attachment name, for the VM's metrics (written while attaching only).</summary>
+    public List<DeviceIoSource> DeviceIo { get; } = new();
 
     /// <summary>The VM's I/O thread ("vm-io"), started on first use and stopped when the VM is disposed.</summary>
     public IEventLoop EventLoop => _eventLoop ??= new EpollEventLoop(LoggerFactory.CreateLogger<EpollEventLoop>(), "vm-io");

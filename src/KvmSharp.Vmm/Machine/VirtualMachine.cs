@@ -79,7 +79,8 @@ public sealed class VirtualMachine : IDisposable, IControlledMachine
         }
         _supportedCpuid = system.GetSupportedCpuid();
         _tscDeadline = HasIrqchip && system.CheckExtension(KvmCap.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-        Metrics = new VmMetrics(CollectExitStatistics, memslots: MemslotUsage);
+        Metrics = new VmMetrics(CollectExitStatistics, memslots: MemslotUsage, deviceIo: () => Devices.DeviceIo,
+            pageTracking: () => (PageTracker.TrackedWrites, PageTracker.NotifierFaults));
     }
 
     /// <summary>When the steps of creating and starting this VM ended (for --stats).</summary>

@@ -1,14 +1,13 @@
 using Iced.Intel;
-using Tmds.Linux;
+using KvmSharp.Vmm.Vcpus;
 using static Iced.Intel.AssemblerRegisters;
-using static Tmds.Linux.LibC;
 
 namespace KvmSharp.Vmm.PageTracking;
 
 /// <summary>
 /// A real `lock cmpxchg16b` on host memory, for a guest's cmpxchg16b on a tracked page: .NET has no
 /// 16-byte Interlocked, and the guest's other vCPUs (native readers on write-trapped pages included)
-/// must never see a torn value. The stub is assembled with Iced once and mapped executable.
+/// must never see a torn value. The stub is assembled with Iced once and mapped executable (never writable: <see cref="ExecutableStub"/>).
 /// </summary>
 internal static unsafe class NativeCompareExchange16
 {
@@ -39,12 +38,8 @@ internal static unsafe class NativeCompareExchange16
         a.pop(rbx);
         a.ret();
         var stream = new MemoryStream();
-        void* page = mmap(null, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (page == MAP_FAILED) throw new InvalidOperationException($"mmap for the cmpxchg16b stub failed: errno {errno}");
-        a.Assemble(new StreamCodeWriter(stream), (ulong)page);
-        stream.ToArray().CopyTo(new Span<byte>(page, 4096));
-        if (mprotect(page, 4096, PROT_READ | PROT_EXEC) != 0)
-            throw new InvalidOperationException($"mprotect for the cmpxchg16b stub failed: errno {errno}");
+        a.Assemble(new StreamCodeWriter(stream), 0); // position-independent
+        void* page = ExecutableStub.Map(stream.ToArray(), "cmpxchg16b");
         return (nint)page;
     }
 }

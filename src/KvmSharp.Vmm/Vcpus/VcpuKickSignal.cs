@@ -56,14 +56,6 @@ internal static unsafe partial class VcpuKickSignal
         throw new InvalidOperationException("no free real-time signal to kick vCPU threads out of KVM_RUN");
     }
 
-    // A page holding one `ret`: the smallest async-signal-safe handler there is.
-    private static void* CreateReturnOnlyHandler()
-    {
-        void* page = mmap(null, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (page == MAP_FAILED) throw new InvalidOperationException($"mmap for the kick handler failed: errno {errno}");
-        *(byte*)page = 0xC3;
-        if (mprotect(page, 4096, PROT_READ | PROT_EXEC) != 0)
-            throw new InvalidOperationException($"mprotect for the kick handler failed: errno {errno}");
-        return page;
-    }
+    // A page holding one `ret`: the smallest async-signal-safe handler there is (mapped W^X: MemoryDenyWriteExecute).
+    private static void* CreateReturnOnlyHandler() => ExecutableStub.Map([0xC3], "kick-handler");
 }

@@ -6,6 +6,7 @@ using System.Threading.Channels;
 using KvmSharp.Cli;
 using KvmSharp.Hosting;
 using KvmSharp.Vmm.Lifecycle;
+using KvmSharp.Vmm.Statistics;
 using Microsoft.AspNetCore.Http;
 
 namespace KvmSharp.Api;

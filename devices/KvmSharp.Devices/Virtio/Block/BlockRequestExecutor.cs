@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using KvmSharp.Devices.Memory;
+using KvmSharp.Devices.Statistics;
 using KvmSharp.Devices.Virtio.Queues;
 using Tmds.Linux;
 
@@ -33,9 +34,13 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
     /// <summary>The errno of the host call that failed the last request with IOERR, or 0 (out of range, read-only, malformed: no host call failed).</summary>
     public int LastErrno { get; private set; }
 
-    public BlockRequestExecutor(BlockImage image)
+    private readonly DeviceIoCounters? _io;
+
+    /// <param name="io">Where completed reads and writes are counted (the device's counters); none when null.</param>
+    public BlockRequestExecutor(BlockImage image, DeviceIoCounters? io = null)
     {
         _image = image;
+        _io = io;
         _bounce = (byte*)NativeMemory.AlignedAlloc(BounceBytes, 4096);
         _vectorCapacity = 64;
         _vectors = (iovec*)NativeMemory.Alloc((nuint)_vectorCapacity, (nuint)sizeof(iovec));
@@ -101,6 +106,7 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
                 if (result == 0 && fault is null)
                 {
                     dataWritten = (uint)dataLength;
+                    _io?.CountRead(dataLength);
                 }
 
                 return Status(result);
@@ -117,6 +123,11 @@ internal sealed unsafe class BlockRequestExecutor : IDisposable
                 if (result == 0 && writeThrough)
                 {
                     result = _image.Flush();
+                }
+
+                if (result == 0 && fault is null)
+                {
+                    _io?.CountWrite(payloadLength);
                 }
 
                 return Status(result);

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using KvmSharp.Devices.Memory;
+using KvmSharp.Devices.Statistics;
 using KvmSharp.Devices.Virtio.Queues;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -28,7 +29,7 @@ namespace KvmSharp.Devices.Virtio.Block;
 /// ring's rules, or names buffers that cannot be written, gets DEVICE_NEEDS_RESET through
 /// <see cref="IVirtioTransportStatus.MarkNeedsReset"/>; the queue then serves nothing until reset.
 /// </remarks>
-public sealed class VirtioBlock : IVirtioDevice
+public sealed class VirtioBlock : IVirtioDevice, IDeviceIoStatistics
 {
     public const ushort DefaultQueueSize = 256;
     public const int DefaultWorkerCount = 4;
@@ -82,6 +83,9 @@ public sealed class VirtioBlock : IVirtioDevice
 
     /// <summary>Requests that failed with IOERR because a host call failed (errno), since the device was made.</summary>
     public long HostFailures => Interlocked.Read(ref _hostFailures);
+
+    /// <summary>Reads and writes served (data requests that completed with VIRTIO_BLK_S_OK), and their bytes.</summary>
+    public DeviceIoCounters Io { get; } = new();
 
     /// <summary>Requests popped and not yet completed.</summary>
     public int InFlight
@@ -292,7 +296,7 @@ public sealed class VirtioBlock : IVirtioDevice
 
     private void WorkerLoop()
     {
-        using var executor = new BlockRequestExecutor(_image);
+        using var executor = new BlockRequestExecutor(_image, Io);
         while (true)
         {
             BlockRequest request;

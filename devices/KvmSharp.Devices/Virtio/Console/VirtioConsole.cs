@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 using KvmSharp.Devices.Serial;
+using KvmSharp.Devices.Statistics;
 using KvmSharp.Devices.Virtio.Queues;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -26,7 +27,7 @@ namespace KvmSharp.Devices.Virtio.Console;
 /// <remarks>Queues: without multiport, 0 = receive, 1 = transmit (port 0). With multiport, port 0 at 0/1,
 /// the control receive/transmit queues at 2/3, port N at 2N+2/2N+3. Not a hot path: one lock serializes
 /// everything, host input included.</remarks>
-public sealed class VirtioConsole : IVirtioDevice
+public sealed class VirtioConsole : IVirtioDevice, IDeviceIoStatistics
 {
     public const ushort DefaultQueueSize = 128;
 
@@ -97,6 +98,9 @@ public sealed class VirtioConsole : IVirtioDevice
 
     /// <summary>Host bytes dropped because a port's pending input was full.</summary>
     public long DroppedInputBytes => Interlocked.Read(ref _droppedInput);
+
+    /// <summary>Buffers of input given to the guest (reads) and of output taken from it (writes), every port, and their bytes.</summary>
+    public DeviceIoCounters Io { get; } = new();
 
     /// <summary>Whether the guest has port <paramref name="port"/> open (PORT_OPEN from the driver; port 0 once it is a console).</summary>
     public bool IsOpenInGuest(int port)
@@ -303,6 +307,8 @@ public sealed class VirtioConsole : IVirtioDevice
                 offset += (uint)chunk;
             }
 
+            Io.CountWrite(_chain.ReadableLength);
+
             if (!queue.TryPushUsed(_chain.HeadIndex, 0))
             {
                 return queue.Failure!.ToString();
@@ -366,6 +372,8 @@ public sealed class VirtioConsole : IVirtioDevice
             {
                 return queue.Failure!.ToString();
             }
+
+            Io.CountRead((uint)count);
         }
 
         return Notify(queue);

@@ -1,4 +1,5 @@
 using KvmSharp.Devices.Memory;
+using KvmSharp.Devices.Statistics;
 using KvmSharp.Devices.Virtio.Queues;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -13,7 +14,7 @@ namespace KvmSharp.Devices.Virtio.Rng;
 /// hold the event loop long.
 /// </summary>
 /// <example><code>var rng = new VirtioRng(loggerFactory.CreateLogger&lt;VirtioRng&gt;());  // hand it to the virtio-pci transport</code></example>
-public sealed unsafe class VirtioRng : IVirtioDevice
+public sealed unsafe class VirtioRng : IVirtioDevice, IDeviceIoStatistics
 {
     public const ushort DefaultQueueSize = 256;
 
@@ -44,6 +45,9 @@ public sealed unsafe class VirtioRng : IVirtioDevice
 
     /// <summary>Random bytes handed to the guest so far.</summary>
     public long BytesServed { get; private set; }
+
+    /// <summary>Entropy buffers filled (reads) and their bytes.</summary>
+    public DeviceIoCounters Io { get; } = new();
 
     public void ReadConfig(uint offset, Span<byte> data) => data.Clear();
 
@@ -103,6 +107,7 @@ public sealed unsafe class VirtioRng : IVirtioDevice
                 }
 
                 BytesServed += written;
+                Io.CountRead(written);
                 if (!queue.TryPushUsed(_chain.HeadIndex, written))
                 {
                     reset = queue.Failure!.ToString();

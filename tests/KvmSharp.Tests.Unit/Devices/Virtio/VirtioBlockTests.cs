@@ -46,6 +46,9 @@ public sealed class VirtioBlockTests
         rig.Memory.At(Data + 0x10000, written.Length).Clear();
         Assert.Equal(VirtioBlockStatus.VIRTIO_BLK_S_OK, rig.Run(VirtioBlockRequestType.VIRTIO_BLK_T_IN, 10, (Data + 0x10000, 1536, true)).Status);
         Assert.Equal(written, rig.Memory.At(Data + 0x10000, written.Length).ToArray());
+        // The metrics' counters: one write and one read of three sectors each (the flush moves no data).
+        var io = rig.Device.Io;
+        Assert.Equal((1, 1536, 1, 1536), (io.ReadOps, io.ReadBytes, io.WriteOps, io.WriteBytes));
         // Everything else in the file is untouched.
         var contents = image.Contents;
         Assert.Equal(image.Original.AsSpan(0, 10 * 512).ToArray(), contents.AsSpan(0, 10 * 512).ToArray());
@@ -147,6 +150,7 @@ public sealed class VirtioBlockTests
         Assert.Contains("errno 5", entry.Message);
         Assert.Equal(VirtioBlockStatus.VIRTIO_BLK_S_OK, rig.Run(VirtioBlockRequestType.VIRTIO_BLK_T_IN, 2, (Data, 512, true)).Status);
         Assert.Equal(1, rig.Device.HostFailures);
+        Assert.Equal((1, 512), (rig.Device.Io.ReadOps, rig.Device.Io.ReadBytes)); // the failed read is not counted as I/O done
     }
 
     [Fact]

@@ -117,6 +117,9 @@ public sealed class VirtioConsoleTests
         Assert.Equal(3, rig.Drivers[0].UsedIdx);
         Assert.Equal("ls\n", Encoding.ASCII.GetString(rig.Memory.At(third, 3)));
         Assert.False(rig.Transport.NeedsReset);
+        // The metrics' counters: three receive buffers filled (8 bytes), one transmit buffer taken (7 bytes).
+        var io = rig.Console.Io;
+        Assert.Equal((3, 8, 1, 7), (io.ReadOps, io.ReadBytes, io.WriteOps, io.WriteBytes));
     }
 
     [Fact]

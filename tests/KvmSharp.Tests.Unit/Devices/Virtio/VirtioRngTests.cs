@@ -37,6 +37,7 @@ public sealed class VirtioRngTests
         Assert.False(memory.At(0x40000, 16).SequenceEqual(memory.At(0x60000, 16)));
         Assert.False(memory.At(0x50000 + 5000, 16).ContainsAnyExcept((byte)0)); // nothing past the buffer
         Assert.Equal(5080, rng.BytesServed);
+        Assert.Equal((2, 5080, 0, 0), (rng.Io.ReadOps, rng.Io.ReadBytes, rng.Io.WriteOps, rng.Io.WriteBytes)); // the metrics' counters
         Assert.Equal(1, interrupt.QueueNotifications(0));
         Assert.False(transport.NeedsReset);
         Assert.Equal(hostAddresses, memory.Commits.Count > 0);
