@@ -49,6 +49,7 @@ public sealed class RunOptions
     public string? OnReboot { get; set; }
     public string? NoRng { get; set; }
     public string? Console { get; set; }
+    public string? Vsock { get; set; }
 
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
     private IReadOnlyList<string> _drives = [];
@@ -130,6 +131,7 @@ public sealed class RunOptions
             Drives = virtio.Drives,
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
+            Vsock = virtio.Vsock,
         };
     }
 

@@ -38,9 +38,11 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting NoRng = new("--no-rng", "NoRng", "true|false", "No virtio-rng entropy device (a Linux guest has one by default)", IsSwitch: true);
     public static readonly RunSetting Console = new("--console", "Console", "serial|virtio",
         "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
+    public static readonly RunSetting Vsock = new("--vsock", "Vsock", Devices.Virtio.Vsock.VsockSpec.Syntax,
+        "A virtio-vsock device with guest context id N (3 or more); host programs reach the guest through the unix socket PATH (Firecracker's CONNECT protocol), guest connections to port P go to PATH_P");
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
-        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, NoRng, Console, KvmDevice];
+        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, NoRng, Console, Vsock, KvmDevice];
 }

@@ -23,6 +23,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>--console virtio: the Linux console on hvc0.</summary>
     public bool VirtioConsole { get; init; }
 
+    /// <summary>--vsock: a virtio-vsock device and its host socket, or null.</summary>
+    public Devices.Virtio.Vsock.VsockSpec? Vsock { get; init; }
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 }

@@ -1,12 +1,13 @@
 using KvmSharp.Devices.Virtio.Block;
 using KvmSharp.Devices.Virtio.Rng;
+using KvmSharp.Devices.Virtio.Vsock;
 using KvmSharp.Vmm.Devices;
 using KvmSharp.Vmm.Machine;
 using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Cli;
 
-/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio) and virtio-rng (unless --no-rng).</summary>
+/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), the virtio-console (--console virtio), virtio-vsock (--vsock) and virtio-rng (unless --no-rng).</summary>
 internal static class VirtioDeviceAttachments
 {
     public static IReadOnlyList<DeviceAttachment> For(ValidatedRunOptions options)
@@ -21,6 +22,7 @@ internal static class VirtioDeviceAttachments
                 machine => new VirtioBlock(BlockImage.Open(spec), machine.LoggerFactory.CreateLogger<VirtioBlock>())));
         }
         if (options.VirtioConsole) steps.Add(PciAttachments.VirtioConsole());
+        if (options.Vsock is { } vsock) steps.Add(PciAttachments.Virtio("virtio-vsock", machine => new VirtioVsock(vsock, machine.EventLoop, machine.LoggerFactory.CreateLogger<VirtioVsock>())));
         if (options.Rng) steps.Add(PciAttachments.Virtio("virtio-rng", machine => new VirtioRng(machine.LoggerFactory.CreateLogger<VirtioRng>())));
         return steps;
     }

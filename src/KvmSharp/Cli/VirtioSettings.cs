@@ -1,4 +1,5 @@
 using KvmSharp.Devices.Virtio.Block;
+using KvmSharp.Devices.Virtio.Vsock;
 
 namespace KvmSharp.Cli;
 
@@ -9,7 +10,7 @@ namespace KvmSharp.Cli;
 /// </summary>
 internal static class VirtioSettings
 {
-    public sealed record Result(IReadOnlyList<DriveSpec> Drives, bool Rng, bool VirtioConsole);
+    public sealed record Result(IReadOnlyList<DriveSpec> Drives, bool Rng, bool VirtioConsole, VsockSpec? Vsock = null);
 
     public static Result Validate(RunOptions options, bool linux)
     {
@@ -46,7 +47,17 @@ internal static class VirtioSettings
             }
             drives.Add(spec);
         }
-        return new Result(drives, Rng: linux && !noRng, virtioConsole);
+        return new Result(drives, Rng: linux && !noRng, virtioConsole, ValidateVsock(options.Vsock, linux));
+    }
+
+    // --vsock cid=N,socket=PATH: the syntax, and a socket directory no other user can write (checked, not created: no change of state).
+    private static VsockSpec? ValidateVsock(string? text, bool linux)
+    {
+        if (text is null) return null;
+        if (!linux) throw new OptionsException(RunSetting.Vsock, text, "--vsock only applies with --kernel (virtio devices are for Linux guests)");
+        if (!VsockSpec.TryParse(text, out var spec, out string? error)) throw new OptionsException(RunSetting.Vsock, text, error!.StartsWith("--vsock: ", StringComparison.Ordinal) ? error[9..] : error);
+        if (VsockSocketPath.WhyUnsafe(spec!.SocketPath) is { } unsafeReason) throw new OptionsException(RunSetting.Vsock, text, $"socket={spec.SocketPath}: {unsafeReason}");
+        return spec;
     }
 
     // BlockImageException already starts with "--drive file=PATH: "; the OptionsException names the setting itself.

@@ -1033,13 +1033,6 @@ public sealed unsafe class VirtioVsock : IVirtioDevice
             return Deliver(queue, memory, Header(connection, VirtioVsockOp.VIRTIO_VSOCK_OP_RESPONSE));
         }
 
-        if (connection.HostReadable && !connection.WantsHostData && connection.PeerCredit == 0 && !connection.CreditRequested
-            && connection.State == VsockConnectionState.Established)
-        {
-            connection.CreditRequested = true;
-            connection.Pending |= VsockPendingPacket.CreditRequest;
-        }
-
         if (connection.HostReadable && connection.WantsHostData)
         {
             var received = ReceiveFromHost(connection, memory, out uint length, out int error, out bool failed);
@@ -1051,6 +1044,13 @@ public sealed unsafe class VirtioVsock : IVirtioDevice
             if (received > 0)
             {
                 connection.CountSent(length);
+                if (connection.PeerCredit == 0 && !connection.CreditRequested)
+                {
+                    // Out of credit: ask, in case the guest's own updates are not coming.
+                    connection.CreditRequested = true;
+                    connection.Pending |= VsockPendingPacket.CreditRequest;
+                }
+
                 var header = Header(connection, VirtioVsockOp.VIRTIO_VSOCK_OP_RW);
                 header.len = length;
                 return Deliver(queue, memory, header);
