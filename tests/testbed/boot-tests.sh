@@ -138,5 +138,8 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # (tests/testbed/disk-tests.sh; the root image is KVMSHARP_GUEST_ROOTFS from make-rootfs.sh).
 . "$repo/tests/testbed/disk-tests.sh"
 
+# vsock (issue 11): Firecracker's hybrid protocol, echo, MIB MiB both ways, 100 connections, abrupt closes (tests/testbed/vsock-tests.sh).
+. "$repo/tests/testbed/vsock-tests.sh"
+
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]
