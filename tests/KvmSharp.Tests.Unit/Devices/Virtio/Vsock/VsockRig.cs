@@ -26,11 +26,11 @@ internal sealed class ManualEventLoop : IEventLoop
     {
         for (int i = 0; i < turns; i++)
         {
-            foreach (var (_, callback, live) in _watches.ToArray())
+            for (int w = 0; w < _watches.Count; w++)
             {
-                if (live[0])
+                if (_watches[w].Live[0])
                 {
-                    callback();
+                    _watches[w].Callback();
                 }
             }
         }
@@ -101,7 +101,7 @@ internal sealed class VsockRig : IDisposable
     }
 
     /// <summary>Post <paramref name="count"/> receive buffers and kick.</summary>
-    public void PostRx(int count = 8, uint bufferBytes = 4096)
+    public void PostRx(int count = 8, uint bufferBytes = 4096, bool kick = true)
     {
         for (int i = 0; i < count; i++)
         {
@@ -116,7 +116,10 @@ internal sealed class VsockRig : IDisposable
             _rxBuffers[head] = (header, buffer);
         }
 
-        Device.QueueNotify(0);
+        if (kick)
+        {
+            Device.QueueNotify(0);
+        }
     }
 
     /// <summary>The packets the device put in the receive queue since the last call.</summary>
@@ -176,7 +179,7 @@ internal sealed class VsockRig : IDisposable
     };
 
     /// <summary>The driver sends one packet (header descriptor, then the payload's) and kicks.</summary>
-    public void SendTx(virtio_vsock_hdr header, ReadOnlySpan<byte> payload = default)
+    public void SendTx(virtio_vsock_hdr header, ReadOnlySpan<byte> payload = default, bool kick = true)
     {
         ulong at = _nextTx;
         _nextTx += 64 + (ulong)payload.Length + 64;
@@ -196,7 +199,10 @@ internal sealed class VsockRig : IDisposable
             Tx.AddChain((at, (uint)virtio_vsock_hdr.Size, false));
         }
 
-        Device.QueueNotify(1);
+        if (kick)
+        {
+            Device.QueueNotify(1);
+        }
     }
 
     /// <summary>A host client on the hybrid socket, connected and with its CONNECT line sent.</summary>
