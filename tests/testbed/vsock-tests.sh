@@ -11,7 +11,7 @@
 #   vsock-guest-abrupt-close and vsock-guest-closes-host-connection (abrupt closes on both sides),
 #   vsock-boot (the guest program ended and the VM powered off, status 0).
 # KVMSHARP_VSOCK_MIB sets MIB (default 64), KVMSHARP_VSOCK_TIMEOUT the boot's limit in seconds
-# (default 1200: 64 MiB four times over virtio under TCG takes minutes).
+# (default 1500: 64 MiB four times over virtio under TCG takes minutes).
 #
 # Run alone it prints its own "vsock-tests: N passed, N failed":
 #   KVMSHARP_GUEST_KERNEL=... KVMSHARP_GUEST_INITRD=... tests/testbed/vsock-tests.sh
@@ -21,7 +21,7 @@ vsock_tests_main() {
     repo_dir=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
     bench=$repo_dir/tests/KvmSharp.Benchmarks/bin/Release/net10.0/kvmsharp-bench.dll
     mib=${KVMSHARP_VSOCK_MIB:-64}
-    limit=${KVMSHARP_VSOCK_TIMEOUT:-1200}
+    limit=${KVMSHARP_VSOCK_TIMEOUT:-1500}
 
     # ---- the socket's directory must be private (no boot) ----------------------------------------
     mkdir -p "$work/vsock-open" && chmod 777 "$work/vsock-open"
