@@ -42,9 +42,19 @@ public static unsafe class VsockSocketPath
             return $"its directory {directory} is writable by other users (mode {Convert.ToString((int)(status.st_mode & 0xFFF), 8)}), who could plant sockets at PATH_PORT for the guest's connections; use a directory only you can write, e.g. one made with mkdir -m 0700";
         }
 
-        if (TryStat(full, follow: false, &status) && (status.st_mode & S_IFMT) != S_IFSOCK)
+        if (TryStat(full, follow: false, &status))
         {
-            return $"{full} exists and is not a socket; remove it or give another path";
+            if ((status.st_mode & S_IFMT) != S_IFSOCK)
+            {
+                return $"{full} exists and is not a socket; remove it or give another path";
+            }
+
+            // A stale socket is replaced; one somebody still listens on (another VM) is not taken over.
+            using var live = TryConnect(full, out _);
+            if (live is not null)
+            {
+                return $"{full} is in use: a running process (another VM?) listens on it; give another path";
+            }
         }
 
         return null;

@@ -56,6 +56,15 @@ public sealed class VsockSpecTests
             Assert.Contains("writable by other users", VsockSocketPath.WhyUnsafe(path));
 
             File.SetUnixFileMode(directory.FullName, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            using (var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
+            {
+                listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+                listener.Listen();
+                Assert.Contains("is in use", VsockSocketPath.WhyUnsafe(path));
+            }
+
+            Assert.Null(VsockSocketPath.WhyUnsafe(path)); // stale now: it will be replaced
+            File.Delete(path);
             File.WriteAllText(path, "not a socket");
             Assert.Contains("is not a socket", VsockSocketPath.WhyUnsafe(path));
             Assert.Contains("does not exist", VsockSocketPath.WhyUnsafe(Path.Combine(directory.FullName, "missing", "v.sock")));
