@@ -886,6 +886,7 @@ public sealed unsafe class VirtioVsock : IVirtioDevice
                 }
 
                 uint piece = (uint)Math.Min(segment.Length - skip, length - done);
+                uint wanted = piece;
                 var address = new GuestAddress(segment.Address.Value + skip);
                 skip = 0;
                 nint sent;
@@ -919,9 +920,9 @@ public sealed unsafe class VirtioVsock : IVirtioDevice
                 }
 
                 done += (uint)sent;
-                if ((uint)sent < piece)
+                if ((uint)sent < wanted)
                 {
-                    break;
+                    break; // the rest of the packet, in order, goes through the buffer
                 }
             }
 

@@ -194,6 +194,38 @@ public sealed class VirtioVsockTests
     }
 
     [Fact]
+    public void Without_host_addresses_a_packet_larger_than_the_bounce_buffer_arrives_whole_and_in_order()
+    {
+        using var rig = new VsockRig();
+        rig.PostRx();
+        using var client = rig.ConnectClient(89);
+        var (_, hostPort) = AcceptedHostConnection(rig, client, 89);
+        rig.Memory.HostAddresses = false;
+        var payload = new byte[100_000];
+        new Random(3).NextBytes(payload);
+        rig.SendTx(VsockRig.Header(VirtioVsockOp.VIRTIO_VSOCK_OP_RW, 89, hostPort, (uint)payload.Length), payload);
+        Assert.Equal(100_000 - VirtioVsock.MaxPayloadPerPacket, rig.Device.FindConnection(hostPort, 89)!.BufferedCount);
+
+        // The rest goes out when the socket is writable again, i.e. once the client reads.
+        var received = new List<byte>();
+        client.Blocking = false;
+        var read = new byte[65536];
+        for (int spins = 0; received.Count < payload.Length && spins < 1000; spins++)
+        {
+            try
+            {
+                received.AddRange(read.AsSpan(0, client.Receive(read)).ToArray());
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+            {
+                rig.Loop.Pump(1);
+            }
+        }
+
+        Assert.True(payload.AsSpan().SequenceEqual(received.ToArray()));
+    }
+
+    [Fact]
     public void A_credit_request_is_answered_with_a_credit_update()
     {
         using var rig = new VsockRig();
