@@ -13,7 +13,7 @@
 # Progress and errors go to stderr.
 #
 # The guest's /init mounts devtmpfs, proc and sysfs, loads the kernel's virtio modules (virtio-pci,
-# -blk, -console, -rng; and ext4 with its dependencies when it is a module, as in the generic
+# -blk, -console, -rng, -vsock; and ext4 with its dependencies when it is a module, as in the generic
 # flavour; each module's depends= and crypto softdeps are followed when the initramfs is built, and
 # /init insmods them in that order), prints the marker line, then `KVMSHARP-CPUS=<n>` (processors in
 # /proc/cpuinfo). With root= on the kernel cmdline it then mounts that disk and switch_roots into it:
@@ -212,11 +212,13 @@ INIT=${INIT//@MARKER@/$marker}
 
 # Kernel modules the guest loads at boot (with their dependencies, see kc_collect_modules): the
 # virtio transport and the virtio-blk/-console/-rng/-net drivers (virtio_net brings net_failover,
-# failover), fuse and virtiofs (all modules in Debian's 6.1 kernels), and ext4 for the generic
-# flavour (built into cloud; built-in ones are skipped).
+# failover), fuse and virtiofs, virtio-vsock (vsock and its virtio transport; all modules in
+# Debian's 6.1 kernels), and ext4 for the generic flavour (built into cloud; built-in ones are
+# skipped).
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
 virtio_console virtio-rng rng-core virtio_net ext4
-fuse virtiofs"
+fuse virtiofs
+vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport"
 
 cache=$(kc_cache_dir)
 base="$cache/guest"

@@ -32,6 +32,8 @@ const string Usage = """
                                                    no sequence starting near the id limit; FILL_ONE_IN=N: one in N does)
       tracking-ops [OPS [SECONDS [CPUS]]]          AddGfn/RemoveGfn per second while CPUS vCPUs spin writing the region
                                                    (default 2000 operations, at most 10 s, 2 vCPUs)
+      vsock-check SOCKET [MIB [SECONDS]]           host side of tests/testbed/vsock-tests.sh against a guest running vsock-guest.c
+                                                   and `kvmsharp run --vsock cid=N,socket=SOCKET` (default 64 MiB, 600 s)
     """;
 
 try
@@ -70,6 +72,9 @@ try
         ["memslot-differential", .. var rest] when rest.Length <= 2 => MemslotDifferentialCheck.Run(
             rest.Length > 0 ? ParseInt(rest[0], "STEPS", 1) : MemslotDifferentialCheck.DefaultSteps,
             rest.Length > 1 ? ParseInt(rest[1], "FILL_ONE_IN", 0) : 0),
+        ["vsock-check", var socket] => VsockCheck.Run(socket, 64, 600),
+        ["vsock-check", var socket, var mib] => VsockCheck.Run(socket, ParseInt(mib, "MIB", 1), 600),
+        ["vsock-check", var socket, var mib, var seconds] => VsockCheck.Run(socket, ParseInt(mib, "MIB", 1), ParseInt(seconds, "SECONDS", 1)),
         ["gfn-lookup"] => GfnLookupBench.Run(GfnLookupBench.DefaultSizes),
         ["gfn-lookup", .. var sizes] => GfnLookupBench.Run(sizes.Select(s => ParseInt(s, "SLOTS", 1)).ToArray()),
         _ => Fail(Usage, 2),

@@ -157,5 +157,8 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # virtio-net (issue 11): a tap in a namespace made for the test; ping, MiBs both ways with sha256.
 . "$repo/tests/testbed/net-tests.sh"
 
+# vsock (issue 11): Firecracker's hybrid protocol, echo, MIB MiB both ways, 100 connections, abrupt closes (tests/testbed/vsock-tests.sh).
+. "$repo/tests/testbed/vsock-tests.sh"
+
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -57,6 +57,7 @@ public sealed class RunOptions
     public string? WaitForStart { get; set; }
     public string? ConfigFile { get; set; }
     public string? NoApi { get; set; }
+    public string? Vsock { get; set; }
 
     // Repeatable settings are set by Settings.BindRunOptions from one layer (not by the binder, which would mix layers).
     private readonly Dictionary<RunSetting, IReadOnlyList<string>> _lists = new();
@@ -161,6 +162,7 @@ public sealed class RunOptions
             Shares = virtio.Shares,
             TrackerSocket = trackerSocket,
             Api = api,
+            Vsock = virtio.Vsock,
         };
     }
 

@@ -61,11 +61,14 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
         "The VM as JSON, in the API's bodies: {\"boot-source\": ..., \"machine-config\": ..., \"drives\": [...]} (below the flags, above the environment)");
     public static readonly RunSetting NoApi = new("--no-api", "NoApi", "true|false", "No API socket, even when --api-sock comes from settings or the environment", IsSwitch: true);
 
+
+    public static readonly RunSetting Vsock = new("--vsock", "Vsock", Devices.Virtio.Vsock.VsockSpec.Syntax,
+        "A virtio-vsock device with guest context id N (3 or more); host programs reach the guest through the unix socket PATH (Firecracker's CONNECT protocol), guest connections to port P go to PATH_P");
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
         [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial,
-         Memfd, Stats, Track, TrackerSock, Drive, Net, Port, NoRng, Console, ApiSock, WaitForStart, ConfigFile, NoApi,
-         Share, DebugExit, KvmDevice];
+         Memfd, Stats, Track, TrackerSock, Drive, Net, Port, NoRng, Console, Vsock, ApiSock, WaitForStart, ConfigFile,
+         NoApi, Share, DebugExit, KvmDevice];
 }

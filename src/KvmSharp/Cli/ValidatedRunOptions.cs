@@ -44,6 +44,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>--tracker-sock: where out-of-process page trackers connect (guest RAM is then memfd-backed).</summary>
     public string? TrackerSocket { get; init; }
 
+    /// <summary>--vsock: a virtio-vsock device and its host socket, or null.</summary>
+    public Devices.Virtio.Vsock.VsockSpec? Vsock { get; init; }
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 

@@ -1,13 +1,14 @@
 using KvmSharp.Devices.Virtio.Block;
 using KvmSharp.Devices.Virtio.Net;
 using KvmSharp.Devices.Virtio.Rng;
+using KvmSharp.Devices.Virtio.Vsock;
 using KvmSharp.Vmm.Devices;
 using KvmSharp.Vmm.Machine;
 using Microsoft.Extensions.Logging;
 
 namespace KvmSharp.Cli;
 
-/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), one virtio-net per --net, the virtio-console (--console virtio, --port), one virtio-fs per --share and virtio-rng (unless --no-rng).</summary>
+/// <summary>The attach steps `run` adds for a Linux guest: the PCI root, one virtio-blk per --drive (vda, vdb, ... in order), one virtio-net per --net, the virtio-console (--console virtio, --port), one virtio-fs per --share, virtio-vsock (--vsock) and virtio-rng (unless --no-rng).</summary>
 internal static class VirtioDeviceAttachments
 {
     public static IReadOnlyList<DeviceAttachment> For(ValidatedRunOptions options)
@@ -30,6 +31,7 @@ internal static class VirtioDeviceAttachments
         // Named ports need the multiport console too; its hvc0 takes the typed input only with --console virtio.
         if (options.VirtioConsole || options.Ports.Count > 0) steps.Add(PciAttachments.VirtioConsole(options.Ports, takesConsoleInput: options.VirtioConsole));
         foreach (var share in options.Shares) steps.Add(ShareAttachments.VirtioFs(share));
+        if (options.Vsock is { } vsock) steps.Add(PciAttachments.Virtio("virtio-vsock", machine => new VirtioVsock(vsock, machine.EventLoop, machine.LoggerFactory.CreateLogger<VirtioVsock>())));
         if (options.Rng) steps.Add(PciAttachments.Virtio("virtio-rng", machine => new VirtioRng(machine.LoggerFactory.CreateLogger<VirtioRng>())));
         return steps;
     }

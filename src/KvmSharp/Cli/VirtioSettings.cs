@@ -1,6 +1,7 @@
 using KvmSharp.Devices.Virtio.Block;
 using KvmSharp.Devices.Virtio.Console;
 using KvmSharp.Devices.Virtio.Net;
+using KvmSharp.Devices.Virtio.Vsock;
 
 namespace KvmSharp.Cli;
 
@@ -16,6 +17,7 @@ internal static class VirtioSettings
         public IReadOnlyList<ConsolePortSpec> Ports { get; init; } = [];
         public IReadOnlyList<Devices.Virtio.Fs.ShareOptions> Shares { get; init; } = [];
         public IReadOnlyList<NetSpec> Nets { get; init; } = [];
+        public VsockSpec? Vsock { get; init; }
     }
 
     public static Result Validate(RunOptions options, bool linux)
@@ -53,7 +55,16 @@ internal static class VirtioSettings
             }
             drives.Add(spec);
         }
-        return new Result(drives, Rng: linux && !noRng, virtioConsole) { Ports = ValidatePorts(options, linux), Shares = ValidateShares(options, linux), Nets = ValidateNets(options, linux) };
+        return new Result(drives, Rng: linux && !noRng, virtioConsole) { Ports = ValidatePorts(options, linux), Shares = ValidateShares(options, linux), Nets = ValidateNets(options, linux), Vsock = ValidateVsock(options.Vsock, linux) };
+
+    // --vsock cid=N,socket=PATH: the syntax, and a socket directory no other user can write (checked, not created: no change of state).
+    private static VsockSpec? ValidateVsock(string? text, bool linux)
+    {
+        if (text is null) return null;
+        if (!linux) throw new OptionsException(RunSetting.Vsock, text, "--vsock only applies with --kernel (virtio devices are for Linux guests)");
+        if (!VsockSpec.TryParse(text, out var spec, out string? error)) throw new OptionsException(RunSetting.Vsock, text, error!.StartsWith("--vsock: ", StringComparison.Ordinal) ? error[9..] : error);
+        if (VsockSocketPath.WhyUnsafe(spec!.SocketPath) is { } unsafeReason) throw new OptionsException(RunSetting.Vsock, text, $"socket={spec.SocketPath}: {unsafeReason}");
+        return spec;
     }
 
     // --share path=DIR,tag=TAG[,readonly=on]: syntax, an existing directory, unique tags, and a virtiofsd to run.

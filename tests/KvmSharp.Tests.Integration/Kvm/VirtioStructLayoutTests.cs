@@ -7,6 +7,7 @@ using KvmSharp.Devices.Virtio.Block;
 using KvmSharp.Devices.Virtio.Console;
 using KvmSharp.Devices.Virtio.Net;
 using KvmSharp.Devices.Virtio.Queues;
+using KvmSharp.Devices.Virtio.Vsock;
 using KvmSharp.Tests.Integration.Infrastructure;
 using Xunit;
 
@@ -20,7 +21,7 @@ namespace KvmSharp.Tests.Integration.Kvm;
 public sealed class VirtioStructLayoutTests
 {
     private static readonly string[] Headers = ["linux/virtio_ring.h", "linux/virtio_blk.h", "linux/virtio_console.h", "linux/virtio_ids.h", "linux/virtio_config.h", "linux/virtio_fs.h", "linux/vhost_types.h",
-        "linux/virtio_net.h", "linux/if.h", "sys/ioctl.h", "linux/if_tun.h", "linux/sockios.h"];
+        "linux/virtio_net.h", "linux/if.h", "sys/ioctl.h", "linux/if_tun.h", "linux/sockios.h", "linux/virtio_vsock.h"];
 
     [GccFact]
     public void Generated_static_asserts_compile_against_the_system_virtio_headers()
@@ -107,6 +108,24 @@ public sealed class VirtioStructLayoutTests
         {
             Emit(c, ref count, $"{value} == {(ushort)value}", value.ToString());
         }
+
+        foreach (var value in Enum.GetValues<VirtioVsockOp>())
+        {
+            Emit(c, ref count, $"{value} == {(ushort)value}", value.ToString());
+        }
+
+        foreach (var value in Enum.GetValues<VirtioVsockType>())
+        {
+            Emit(c, ref count, $"{value} == {(ushort)value}", value.ToString());
+        }
+
+        foreach (var value in new[] { VirtioVsockShutdown.VIRTIO_VSOCK_SHUTDOWN_RCV, VirtioVsockShutdown.VIRTIO_VSOCK_SHUTDOWN_SEND })
+        {
+            Emit(c, ref count, $"{value} == {(uint)value}u", value.ToString());
+        }
+
+        Emit(c, ref count, $"VIRTIO_VSOCK_EVENT_TRANSPORT_RESET == {(uint)VirtioVsockEventId.VIRTIO_VSOCK_EVENT_TRANSPORT_RESET}u", "VIRTIO_VSOCK_EVENT_TRANSPORT_RESET");
+        Emit(c, ref count, $"VIRTIO_ID_VSOCK == {(ushort)VirtioDeviceType.Vsock}", "VIRTIO_ID_VSOCK");
 
         Emit(c, ref count, $"VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP == {virtio_blk_discard_write_zeroes.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}u", "VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP");
         Emit(c, ref count, $"offsetof(struct virtio_blk_config, wce) == {virtio_blk_config.WceOffset}", "virtio_blk_config.WceOffset");
