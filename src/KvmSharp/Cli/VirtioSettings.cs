@@ -56,6 +56,7 @@ internal static class VirtioSettings
             drives.Add(spec);
         }
         return new Result(drives, Rng: linux && !noRng, virtioConsole) { Ports = ValidatePorts(options, linux), Shares = ValidateShares(options, linux), Nets = ValidateNets(options, linux), Vsock = ValidateVsock(options.Vsock, linux) };
+    }
 
     // --vsock cid=N,socket=PATH: the syntax, and a socket directory no other user can write (checked, not created: no change of state).
     private static VsockSpec? ValidateVsock(string? text, bool linux)
