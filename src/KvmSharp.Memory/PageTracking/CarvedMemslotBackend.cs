@@ -228,6 +228,16 @@ public sealed class CarvedMemslotBackend : IMemslotBackend
         else _carved.Remove(packed);
     }
 
+    /// <summary>
+    /// Carve coarse slots finer again where the free ids allow, in every address space: a refinement the kernel
+    /// refused earlier (best effort, see <see cref="Refine"/>) is tried again, so a coarse carving does not outlive
+    /// the shortage of ids that caused it.
+    /// </summary>
+    public void RefineCoarse()
+    {
+        for (int space = 0; space < _limits.AddressSpaces && _coarse.Count > 0; space++) Refine((ushort)space);
+    }
+
     // Carve coarse slots finer again, as far as the free ids allow. Best effort: a refusal keeps the coarse carving.
     private void Refine(ushort addressSpace)
     {

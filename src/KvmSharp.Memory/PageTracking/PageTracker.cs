@@ -232,6 +232,8 @@ public sealed unsafe class PageTracker : IMemslotObserver
                 string what = gfns.Count == 1 ? $"gfn 0x{gfns[0]:x}" : $"{gfns.Count} gfns";
                 throw new PageTrackException(operation, -result, $"the kernel refused to re-carve slot {slot.Id} (as {slot.AddressSpace}) for {what}");
             }
+            // A count-only change re-carves nothing: retry here any refinement the kernel refused before.
+            _backend.RefineCoarse();
         }
     }
 
