@@ -211,10 +211,11 @@ INIT_EOF
 INIT=${INIT//@MARKER@/$marker}
 
 # Kernel modules the guest loads at boot (with their dependencies, see kc_collect_modules): the
-# virtio transport and the virtio-blk/-console/-rng drivers (all modules in Debian's 6.1 kernels),
+# virtio transport and the virtio-blk/-console/-rng drivers, fuse and virtiofs (all modules in Debian's 6.1 kernels),
 # and ext4 for the generic flavour (built into cloud; built-in ones are skipped).
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
-virtio_console virtio-rng rng-core ext4"
+virtio_console virtio-rng rng-core ext4
+fuse virtiofs"
 
 cache=$(kc_cache_dir)
 base="$cache/guest"

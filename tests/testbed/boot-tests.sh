@@ -150,6 +150,8 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # Multiboot (issue 11): a test kernel built with Iced checks its multiboot info, fw_cfg and 3 APs
 # started by INIT/SIPI, and exits through QEMU's isa-debug-exit (tests/testbed/multiboot-tests.sh).
 . "$repo/tests/testbed/multiboot-tests.sh"
+# Host directory shares (issue 11): virtio-fs read, write, readonly=on, no escape (tests/testbed/share-tests.sh).
+. "$repo/tests/testbed/share-tests.sh"
 
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -10,4 +10,11 @@ public interface IGuestNotifyRegistrar
 {
     /// <summary>Route guest writes of <paramref name="length"/> bytes to MMIO <paramref name="address"/> (any value) to <paramref name="onNotify"/>; dispose to remove.</summary>
     IDisposable? RegisterMmioNotify(ulong address, int length, Action onNotify);
+
+    /// <summary>
+    /// Route guest writes of <paramref name="length"/> bytes to MMIO <paramref name="address"/> to <paramref name="eventFd"/>
+    /// alone: nothing in the VMM reads it (another process, e.g. a vhost-user back end, does). The caller keeps
+    /// the eventfd; dispose the registration to remove it. Null when the host cannot.
+    /// </summary>
+    IDisposable? RegisterMmioNotify(ulong address, int length, EventFd eventFd) => null;
 }

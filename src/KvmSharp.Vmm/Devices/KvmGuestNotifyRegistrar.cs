@@ -47,6 +47,33 @@ public sealed class KvmGuestNotifyRegistrar : IGuestNotifyRegistrar
         }
     }
 
+    public IDisposable? RegisterMmioNotify(ulong address, int length, EventFd eventFd)
+    {
+        ArgumentNullException.ThrowIfNull(eventFd);
+        if (length is not (1 or 2 or 4 or 8)) throw new ArgumentOutOfRangeException(nameof(length), $"{length} bytes: an ioeventfd takes 1, 2, 4 or 8");
+        _vm.AssignIoeventfd(eventFd, address, (uint)length);
+        return new ExternalRegistration(_vm, eventFd, address, (uint)length);
+    }
+
+    // An eventfd someone else reads (a vhost-user back end): no loop watch, and the caller keeps the eventfd.
+    private sealed class ExternalRegistration(KvmVm vm, EventFd eventFd, ulong address, uint length) : IDisposable
+    {
+        private int _disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+            try
+            {
+                vm.DeassignIoeventfd(eventFd, address, length);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The VM or the eventfd is gone, and the ioeventfd with it.
+            }
+        }
+    }
+
     private sealed class Registration(KvmVm vm, EventFd eventFd, IDisposable watch, ulong address, uint length) : IDisposable
     {
         private int _disposed;

@@ -117,6 +117,8 @@ public sealed class RunOptions
         }
         IReadOnlyList<GuestRange> track = ValidateTrack(layout);
 
+        // virtiofsd maps guest RAM, so a share needs it memfd-backed.
+        memfd |= virtio.Shares.Count > 0;
         return new ValidatedRunOptions(memory, cpus, Image, entry, mode, kvmDevice, serial, memfd, track)
         {
             Kernel = Kernel,
@@ -131,6 +133,7 @@ public sealed class RunOptions
             Rng = virtio.Rng,
             VirtioConsole = virtio.VirtioConsole,
             Ports = virtio.Ports,
+            Shares = virtio.Shares,
         };
     }
 

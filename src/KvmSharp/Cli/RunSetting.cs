@@ -40,9 +40,12 @@ public sealed record RunSetting(string Flag, string Key, string ValueName, strin
     public static readonly RunSetting NoRng = new("--no-rng", "NoRng", "true|false", "No virtio-rng entropy device (a Linux guest has one by default)", IsSwitch: true);
     public static readonly RunSetting Console = new("--console", "Console", "serial|virtio",
         "The Linux console: serial (ttyS0) or virtio (hvc0, a virtio-console; the 16550 stays for early boot) [default: serial]", Values: ["serial", "virtio"]);
+    public static readonly RunSetting Share = new("--share", "Share", "path=DIR,tag=TAG[,readonly=on]",
+        "Share a host directory with a Linux guest over virtio-fs (virtiofsd; implies --memfd); the guest mounts it with mount -t virtiofs TAG /mnt; repeatable", IsRepeatable: true);
     public static readonly RunSetting KvmDevice = new("--kvm-device", "KvmDevice", "PATH", $"KVM device [default: {Kvm.KvmSystem.DefaultPath}]");
 
     /// <summary>Every `run` setting, in the order help lists them.</summary>
     public static readonly IReadOnlyList<RunSetting> All =
-        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial, Memfd, Stats, Track, Drive, Port, NoRng, Console, KvmDevice];
+        [Memory, ForceMemory, Cpus, Image, Entry, Mode, Kernel, Initrd, Cmdline, OnReboot, Expect, Timeout, Serial,
+         Memfd, Stats, Track, Drive, Port, NoRng, Console, Share, KvmDevice];
 }

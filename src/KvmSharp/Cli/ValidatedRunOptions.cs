@@ -26,6 +26,9 @@ public sealed record ValidatedRunOptions(ulong MemoryBytes, int Cpus, string? Im
     /// <summary>--console virtio: the Linux console on hvc0.</summary>
     public bool VirtioConsole { get; init; }
 
+    /// <summary>Host directories shared over virtio-fs (--share), in order.</summary>
+    public IReadOnlyList<Devices.Virtio.Fs.ShareOptions> Shares { get; init; } = [];
+
     /// <summary>--memory was allowed above the host's RAM.</summary>
     public bool ForceMemory { get; init; }
 }

@@ -22,6 +22,7 @@ internal static class VirtioDeviceAttachments
         }
         // Named ports need the multiport console too; its hvc0 takes the typed input only with --console virtio.
         if (options.VirtioConsole || options.Ports.Count > 0) steps.Add(PciAttachments.VirtioConsole(options.Ports, takesConsoleInput: options.VirtioConsole));
+        foreach (var share in options.Shares) steps.Add(ShareAttachments.VirtioFs(share));
         if (options.Rng) steps.Add(PciAttachments.Virtio("virtio-rng", machine => new VirtioRng(machine.LoggerFactory.CreateLogger<VirtioRng>())));
         return steps;
     }

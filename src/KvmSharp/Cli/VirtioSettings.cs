@@ -10,7 +10,11 @@ namespace KvmSharp.Cli;
 /// </summary>
 internal static class VirtioSettings
 {
-    public sealed record Result(IReadOnlyList<DriveSpec> Drives, bool Rng, bool VirtioConsole, IReadOnlyList<ConsolePortSpec> Ports);
+    public sealed record Result(IReadOnlyList<DriveSpec> Drives, bool Rng, bool VirtioConsole)
+    {
+        public IReadOnlyList<ConsolePortSpec> Ports { get; init; } = [];
+        public IReadOnlyList<Devices.Virtio.Fs.ShareOptions> Shares { get; init; } = [];
+    }
 
     public static Result Validate(RunOptions options, bool linux)
     {
@@ -47,7 +51,25 @@ internal static class VirtioSettings
             }
             drives.Add(spec);
         }
-        return new Result(drives, Rng: linux && !noRng, virtioConsole, ValidatePorts(options, linux));
+        return new Result(drives, Rng: linux && !noRng, virtioConsole) { Ports = ValidatePorts(options, linux), Shares = ValidateShares(options, linux) };
+    }
+
+    // --share path=DIR,tag=TAG[,readonly=on]: syntax, an existing directory, unique tags, and a virtiofsd to run.
+    private static IReadOnlyList<Devices.Virtio.Fs.ShareOptions> ValidateShares(RunOptions options, bool linux)
+    {
+        var texts = options.List(RunSetting.Share);
+        var shares = new List<Devices.Virtio.Fs.ShareOptions>();
+        foreach (string text in texts)
+        {
+            if (!linux) throw new OptionsException(RunSetting.Share, text, "--share only applies with --kernel (virtio devices are for Linux guests)");
+            if (!Devices.Virtio.Fs.ShareOptions.TryParse(text, out var share, out string? error)) throw new OptionsException(RunSetting.Share, text, error!);
+            if (shares.FirstOrDefault(s => s.Tag == share!.Tag) is { } earlier)
+                throw new OptionsException(RunSetting.Share, text, $"tag '{share!.Tag}' is already used by '{earlier}'; give each share its own tag");
+            if (Devices.Virtio.Fs.VirtiofsdBackend.Locate() is null)
+                throw new OptionsException(RunSetting.Share, text, $"virtiofsd was not found on PATH or at {Devices.Virtio.Fs.VirtiofsdBackend.QemuVirtiofsdPath}; {Devices.Virtio.Fs.VirtiofsdBackend.InstallHint}");
+            shares.Add(share!);
+        }
+        return shares;
     }
 
     // Each --port: its syntax, a name given once, and a host side the VM can open (nothing is created here).

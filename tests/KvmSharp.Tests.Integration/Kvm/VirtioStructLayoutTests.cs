@@ -18,7 +18,7 @@ namespace KvmSharp.Tests.Integration.Kvm;
 /// </summary>
 public sealed class VirtioStructLayoutTests
 {
-    private static readonly string[] Headers = ["linux/virtio_ring.h", "linux/virtio_blk.h", "linux/virtio_console.h", "linux/virtio_ids.h", "linux/virtio_config.h"];
+    private static readonly string[] Headers = ["linux/virtio_ring.h", "linux/virtio_blk.h", "linux/virtio_console.h", "linux/virtio_ids.h", "linux/virtio_config.h", "linux/virtio_fs.h", "linux/vhost_types.h"];
 
     [GccFact]
     public void Generated_static_asserts_compile_against_the_system_virtio_headers()

@@ -25,7 +25,10 @@ namespace KvmSharp.Devices.Virtio.Transport;
 /// <see cref="IVirtioDevice.Reset"/> run on the vCPU thread that wrote the status, so the driver reads the
 /// new status only once they are done (virtio 1.x, 2.4: reset completes before device_status reads 0).
 /// QueueNotify is never called before Activate returned nor after Reset started (a notification in progress
-/// finishes first), and once after each activation for every enabled queue, in case a kick raced DRIVER_OK.</para>
+/// finishes first), and once after each activation for every enabled queue, in case a kick raced DRIVER_OK.
+/// A device that implements <see cref="IVirtioQueueDoorbells"/> (its queues are served by another process)
+/// has its own eventfds registered as the doorbells instead, and sees QueueNotify only for doorbells the
+/// registrar did not take.</para>
 /// <para>Interrupts: with MSI-X enabled, a queue or configuration interrupt goes to the vector the driver
 /// chose (none for VIRTIO_MSI_NO_VECTOR); without, it sets the ISR bit and asserts INTx if a line was given.</para>
 /// </remarks>
@@ -294,7 +297,9 @@ public sealed class VirtioPciFunction : PciFunction
             ulong doorbell = barBase + Layout.NotifyOffset + (ulong)i * VirtioPciBarLayout.NotifyOffMultiplier;
             try
             {
-                _doorbells[i] = _notifyRegistrar.RegisterMmioNotify(doorbell, DoorbellWriteLength, _queueNotifyActions[i]);
+                _doorbells[i] = _device is IVirtioQueueDoorbells external
+                    ? _notifyRegistrar.RegisterMmioNotify(doorbell, DoorbellWriteLength, external.QueueDoorbell(i))
+                    : _notifyRegistrar.RegisterMmioNotify(doorbell, DoorbellWriteLength, _queueNotifyActions[i]);
             }
             catch (Exception exception)
             {

@@ -148,6 +148,20 @@ internal sealed class FakeNotifyRegistrar(bool accept = true) : IGuestNotifyRegi
         return doorbell;
     }
 
+    /// <summary>Doorbells registered with an eventfd another process reads (a vhost-user back end).</summary>
+    public List<(ulong Address, int Length, EventFd EventFd)> ExternalDoorbells { get; } = [];
+
+    public IDisposable? RegisterMmioNotify(ulong address, int length, EventFd eventFd)
+    {
+        if (!accept)
+        {
+            return null;
+        }
+
+        ExternalDoorbells.Add((address, length, eventFd));
+        return new Doorbell(address, length, eventFd.Signal);
+    }
+
     internal sealed class Doorbell(ulong address, int length, Action onNotify) : IDisposable
     {
         public ulong Address { get; } = address;
