@@ -51,7 +51,9 @@ public static class ExecCommand
             };
             if (parsed.Cpus is not null) flags[RunSetting.Cpus.ConfigurationKey] = parsed.Cpus;
             if (parsed.Timeout is not null) flags[RunSetting.Timeout.ConfigurationKey] = parsed.Timeout;
-            var shares = new List<string> { $"path=/,tag={ExecGuestInit.RootTag},readonly=on" };
+            // Not readonly=on: with Debian 12's C virtiofsd that remounts the shared directory read-only in its
+            // namespace, and for / that includes the directory of its own socket. The guest mounts it ro, under the overlay.
+            var shares = new List<string> { $"path=/,tag={ExecGuestInit.RootTag}" };
             for (int i = 0; i < parsed.WritableDirectories.Count; i++)
                 shares.Add($"path={parsed.WritableDirectories[i]},tag={ExecGuestInit.WritableTag(i)}");
             shares.AddRange(parsed.Shares);
