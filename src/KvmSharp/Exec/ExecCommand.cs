@@ -31,6 +31,7 @@ public static class ExecCommand
         if (!File.Exists(initrd)) throw new OptionsException($"exec: initrd {initrd} does not exist; run scripts/guest/fetch-guest.sh (or give --initrd)");
 
         string work = Directory.CreateTempSubdirectory("kvmsharp-exec-").FullName;
+        string? boundRoot = null;
         try
         {
             string request = ExecRequest.Script(parsed.Command, Directory.GetCurrentDirectory(), ExecRequest.CurrentEnvironment());
@@ -53,7 +54,16 @@ public static class ExecCommand
             if (parsed.Timeout is not null) flags[RunSetting.Timeout.ConfigurationKey] = parsed.Timeout;
             // Not readonly=on: with Debian 12's C virtiofsd that remounts the shared directory read-only in its
             // namespace, and for / that includes the directory of its own socket. The guest mounts it ro, under the overlay.
-            var shares = new List<string> { $"path=/,tag={ExecGuestInit.RootTag}" };
+            // virtiofsd's namespace sandbox cannot pivot_root into / itself: share a recursive bind of it (a slave, so
+            // nothing propagates back), taken away when the VM is done.
+            string rootView = Path.Combine(work, "root");
+            Directory.CreateDirectory(rootView);
+            if (Tool("mount", "--rbind", "/", rootView) is { } bindError)
+                throw new OptionsException($"exec: cannot bind the host's / for the guest ({bindError}); kvmsharp exec needs root");
+            boundRoot = rootView;
+            if (Tool("mount", "--make-rslave", rootView) is { } slaveError)
+                throw new OptionsException($"exec: cannot make the bind of / a slave ({slaveError})");
+            var shares = new List<string> { $"path={rootView},tag={ExecGuestInit.RootTag}" };
             for (int i = 0; i < parsed.WritableDirectories.Count; i++)
                 shares.Add($"path={parsed.WritableDirectories[i]},tag={ExecGuestInit.WritableTag(i)}");
             shares.AddRange(parsed.Shares);
@@ -72,7 +82,36 @@ public static class ExecCommand
         }
         finally
         {
-            try { Directory.Delete(work, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            if (boundRoot is not null && Tool("umount", "-R", "-l", boundRoot) is { } error)
+                Console.Error.WriteLine($"kvmsharp exec: cannot unmount {boundRoot}: {error}");
+            // Never a recursive delete: had the unmount failed, it would reach into the host's /.
+            try
+            {
+                foreach (string file in Directory.EnumerateFiles(work)) File.Delete(file);
+                if (boundRoot is not null) Directory.Delete(boundRoot);
+                Directory.Delete(work);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    // Runs a util-linux tool; null when it succeeded, else what it said.
+    private static string? Tool(string name, params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(name) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (string arg in args) start.ArgumentList.Add(arg);
+        try
+        {
+            using var process = System.Diagnostics.Process.Start(start)!;
+            string error = process.StandardError.ReadToEnd().Trim();
+            process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+            return process.ExitCode == 0 ? null : $"{name} {string.Join(' ', args)}: {(error.Length > 0 ? error : $"status {process.ExitCode}")}";
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return $"{name}: {e.Message}";
         }
     }
 
