@@ -10,7 +10,8 @@
 #   KERNEL=/…/vmlinuz            bzImage (Linux x86 boot protocol)
 #   INITRD=/…/initrd.img         gzip'd newc cpio
 #   KERNEL_RELEASE=6.1.0-NN-cloud-amd64
-# Progress and errors go to stderr.
+# It also writes $KVMSHARP_CACHE/guest/current.env (KERNEL=, INITRD= of this build), which
+# `kvmsharp exec` boots by default. Progress and errors go to stderr.
 #
 # The guest's /init mounts devtmpfs, proc and sysfs, loads the kernel's virtio modules (virtio-pci,
 # -blk, -console, -rng, -vsock; and ext4 with its dependencies when it is a module, as in the generic
@@ -214,11 +215,12 @@ INIT=${INIT//@MARKER@/$marker}
 # virtio transport and the virtio-blk/-console/-rng/-net drivers (virtio_net brings net_failover,
 # failover), fuse and virtiofs, virtio-vsock (vsock and its virtio transport; all modules in
 # Debian's 6.1 kernels), and ext4 for the generic flavour (built into cloud; built-in ones are
-# skipped).
+# skipped); overlay for kvmsharp exec's writable layer over the shared host root.
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
 virtio_console virtio-rng rng-core virtio_net ext4
 fuse virtiofs
-vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport"
+vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
+overlay"
 
 cache=$(kc_cache_dir)
 base="$cache/guest"
@@ -278,6 +280,9 @@ if [[ ! -s $dir/vmlinuz || ! -s $dir/initrd.img || ! -s $dir/release ]]; then
     kc_locked build
 fi
 
+# The last build fetched, for `kvmsharp exec` (its default --kernel and --initrd).
+printf 'KERNEL=%s\nINITRD=%s\n' "$dir/vmlinuz" "$dir/initrd.img" >"$base/current.env.$$" &&
+    mv -f "$base/current.env.$$" "$base/current.env" || kc_log "cannot write $base/current.env (kvmsharp exec's default guest)"
 printf 'KERNEL=%q\n' "$dir/vmlinuz"
 printf 'INITRD=%q\n' "$dir/initrd.img"
 printf 'KERNEL_RELEASE=%q\n' "$(cat "$dir/release")"

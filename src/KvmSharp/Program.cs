@@ -46,6 +46,9 @@ public static class Program
     {
         var timeline = StartupTimeline.Process;
         timeline.Mark("runtime started");
+        // exec: its own arguments (a command after --), then a run VM.
+        if (args is [CommandLine.ExecVerb, ..])
+            return await Exec.ExecCommand.RunAsync(args[1..], flags => RunVmAsync(Settings.Load(flags), timeline));
         var commandLine = new CommandLine();
         var parsed = commandLine.Parse(args);
         timeline.Mark("command line parsed");
@@ -75,6 +78,11 @@ public static class Program
             return CapsCommand.Run(device, Console.Out, Console.Error);
         }
 
+        return await RunVmAsync(settings, timeline);
+    }
+
+    private static async Task<int> RunVmAsync(Settings settings, StartupTimeline timeline)
+    {
         ValidatedRunOptions validated;
         try
         {

@@ -160,5 +160,8 @@ report tracking "$ok" "$(grep -o 'tracking-check: .*' "$work/tracking.out" || ec
 # vsock (issue 11): Firecracker's hybrid protocol, echo, MIB MiB both ways, 100 connections, abrupt closes (tests/testbed/vsock-tests.sh).
 . "$repo/tests/testbed/vsock-tests.sh"
 
+# kvmsharp exec (issue 11): a command in a guest over the host's / (virtio-fs), its stdout, stderr and status (tests/testbed/exec-tests.sh).
+. "$repo/tests/testbed/exec-tests.sh"
+
 echo "boot-tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -15,6 +15,9 @@ public sealed class CommandLine
 {
     public const string RunVerb = "run", CapsVerb = "caps", HelpVerb = "help", CtlVerb = "ctl", TrackVerb = "track";
 
+    /// <summary>`kvmsharp exec [options] -- CMD`: parsed by <see cref="Exec.ExecArguments"/>, before System.CommandLine sees it.</summary>
+    public const string ExecVerb = "exec";
+
     private readonly Dictionary<RunSetting, Option<string>> _runOptions = new();
     private readonly Option<string> _capsKvmDevice;
     private readonly Argument<string?> _helpTopic;
