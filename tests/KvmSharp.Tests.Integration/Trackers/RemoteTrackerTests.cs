@@ -21,6 +21,9 @@ namespace KvmSharp.Tests.Integration.Trackers;
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed partial class RemoteTrackerTests(ITestOutputHelper output)
 {
+    // The sync deadline (ms) of trackers that must not be detached: the default 1 s is missed on a loaded machine.
+    private const string LoadedMachineDeadline = "30000";
+
     private const ulong Page = 0x300000, Gfn = Page >> 12;
     private static readonly TimeSpan Attach = TimeSpan.FromSeconds(60), Exit = TimeSpan.FromSeconds(30);
 
@@ -176,8 +179,9 @@ public sealed partial class RemoteTrackerTests(ITestOutputHelper output)
         using var server = RemoteTrackerServer.Start(vm, socket, log: output.WriteLine);
         try
         {
-            trackers.Add(TrackerProcess.CSharp(socket, $"0x{firstGfn << 12:x}+0x{pages << 12:x}", synchronous));
-            trackers.Add(TrackerProcess.C(socket, firstGfn, pages, synchronous));
+            // Deadlines long enough for a loaded test machine: a missed ack would detach a tracker.
+            trackers.Add(TrackerProcess.CSharp(socket, $"0x{firstGfn << 12:x}+0x{pages << 12:x}", synchronous, synchronous ? ["--deadline", LoadedMachineDeadline] : []));
+            trackers.Add(TrackerProcess.C(socket, firstGfn, pages, synchronous, $"deadline={LoadedMachineDeadline}"));
             foreach (var t in trackers) t.WaitForStderr("tracking", Attach);
             Assert.Equal(2, server.Attached);
             Assert.All(gfns, g => Assert.Equal(3, vm.PageTracker.Count(g))); // each tracker's count, as in the kernel
@@ -334,7 +338,7 @@ public sealed partial class RemoteTrackerTests(ITestOutputHelper output)
         vm.PageTracker.Register(inProcess);
         vm.PageTracker.AddGfn(Gfn, TrackingMode.TrapWrites);
         using var server = RemoteTrackerServer.Start(vm, socket, log: output.WriteLine);
-        var tracker = TrackerProcess.C(socket, Gfn, 1, synchronous);
+        var tracker = TrackerProcess.C(socket, Gfn, 1, synchronous, $"deadline={LoadedMachineDeadline}");
         try
         {
             tracker.WaitForStderr("tracking", Attach);

@@ -39,7 +39,8 @@ public sealed class TrackCommandTests(ITestOutputHelper output)
             Assert.True(File.Exists(socket), "kvmsharp run made no tracker socket");
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(socket) & (UnixFileMode)0x1FF);
 
-            using var tracker = TrackerProcess.CSharp(socket, "0x300000+0x1000", synchronous: true);
+            // A deadline long enough for a loaded test machine: a missed ack would detach the tracker (exit 3).
+            using var tracker = TrackerProcess.CSharp(socket, "0x300000+0x1000", synchronous: true, "--deadline", "30000");
             tracker.WaitForStderr("tracking", TimeSpan.FromSeconds(60));
             Assert.True(tracker.WaitForLine(l => l.StartsWith("write ", StringComparison.Ordinal), TimeSpan.FromSeconds(30)), $"no write seen: {tracker.StandardError}");
             Assert.Equal(0, tracker.WaitForExit(TimeSpan.FromSeconds(60))); // the VM ended at its timeout
