@@ -129,30 +129,9 @@ PY_EOF
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     # Standalone: what boot-tests.sh would provide.
-    set -uo pipefail
-    : "${KVMSHARP_GUEST_KERNEL:?set KVMSHARP_GUEST_KERNEL (scripts/guest/fetch-guest.sh prints it)}"
-    : "${KVMSHARP_GUEST_INITRD:?set KVMSHARP_GUEST_INITRD}"
-    repo=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
-    bin=${KVMSHARP_AOT_BIN:-$repo/artifacts/aot/kvmsharp}
-    [[ -x $bin ]] || { echo "share-tests: no NativeAOT kvmsharp at $bin" >&2; exit 2; }
-    timeout_s=${KVMSHARP_BOOT_TIMEOUT:-300}
-    work=$(mktemp -d)
-    trap 'umount "$work/shares" 2>/dev/null; rm -rf "$work"' EXIT
-    passed=0 failed=0
-    report() { # NAME OK DETAIL
-        if [ "$2" = 1 ]; then
-            echo "PASS: $1 ($3)"
-            passed=$((passed + 1))
-        else
-            echo "FAIL: $1 ($3)"
-            echo "----- stdout (tail) -----"; tail -n 40 "$work/$1.out" 2>/dev/null
-            echo "----- stderr (tail) -----"; tail -n 40 "$work/$1.err" 2>/dev/null
-            failed=$((failed + 1))
-        fi
-    }
-    share_tests_main
-    echo "share-tests: $passed passed, $failed failed"
-    [ "$failed" = 0 ]
+    # shellcheck source=tests/testbed/standalone.sh
+    . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/standalone.sh"
+    testbed_standalone share-tests share_tests_main 'umount "$work/shares" 2>/dev/null'
 else
     share_tests_main
 fi
